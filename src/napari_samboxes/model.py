@@ -1,0 +1,313 @@
+"""Find, verify, download and load the MobileSAM checkpoint.
+
+No napari or Qt here; torch and ``mobile_sam`` are imported lazily so that
+importing the plugin stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from mobile_sam.modeling import Sam
+
+__all__ = [
+    "CheckpointError",
+    "SamModel",
+    "WEIGHTS_ENV",
+    "build_vit_t",
+    "candidate_paths",
+    "default_cache_dir",
+    "fetch_weights",
+    "file_digest",
+    "find_checkpoint",
+    "load_model",
+    "pick_device",
+]
+
+WEIGHTS_ENV = "NAPARI_SAMBOXES_WEIGHTS"
+CACHE_ENV = "NAPARI_SAMBOXES_CACHE"
+WEIGHTS_NAME = "mobile_sam.pt"
+WEIGHTS_URL = (
+    "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/"
+    "mobile_sam.pt"
+)
+#: xxh128 of the official checkpoint (as recorded by micro-sam's registry).
+WEIGHTS_HASH = "xxh128:8eadbc88aeb9d8c7e0b4b60c3db48bd0"
+
+_HOW_TO_GET = (
+    "Get it with the 'Download weights' button of the SAM boxes widget, "
+    "with `napari-samboxes fetch-weights`, or download mobile_sam.pt from "
+    "the MobileSAM repository (weights/mobile_sam.pt) and set "
+    f"{WEIGHTS_ENV} to its path."
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or not a MobileSAM vit_t."""
+
+
+@dataclass
+class SamModel:
+    """A loaded MobileSAM (vit_t) model and where it came from.
+
+    Attributes
+    ----------
+    sam : mobile_sam.modeling.Sam
+        The model, in eval mode, on ``device``.
+    checkpoint : pathlib.Path
+        The file it was loaded from.
+    digest : str
+        xxh128 hex digest of that file (part of every cache key).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    official : bool
+        Whether the file is the official MobileSAM checkpoint.
+    """
+
+    sam: Sam
+    checkpoint: Path
+    digest: str
+    device: str
+    official: bool
+
+
+def _import_mobile_sam() -> Any:
+    """Import ``mobile_sam`` without its timm warnings reaching users."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*registry.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="timm")
+        import mobile_sam
+
+    return mobile_sam
+
+
+def build_vit_t() -> Sam:
+    """Build MobileSAM's vit_t architecture with random weights (eval)."""
+    mobile_sam = _import_mobile_sam()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sam = mobile_sam.build_sam_vit_t()
+    sam.eval()
+    return sam
+
+
+def default_cache_dir() -> Path:
+    """Return the user cache directory of napari-samboxes.
+
+    ``NAPARI_SAMBOXES_CACHE`` overrides the platform's default.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-samboxes"))
+
+
+def candidate_paths() -> list[tuple[str, Path]]:
+    """Where :func:`find_checkpoint` looks, in order, with a description."""
+    out: list[tuple[str, Path]] = []
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        out.append((f"${WEIGHTS_ENV}", Path(env).expanduser()))
+    checkout = Path(__file__).resolve().parents[2] / "weights" / WEIGHTS_NAME
+    out.append(("the checkout's weights/ folder", checkout))
+    out.append(("the user cache", default_cache_dir() / WEIGHTS_NAME))
+    return out
+
+
+def find_checkpoint() -> Path | None:
+    """Return the first existing checkpoint of :func:`candidate_paths`."""
+    for _, path in candidate_paths():
+        if path.is_file():
+            return path
+    return None
+
+
+def file_digest(path: str | Path) -> str:
+    """Return the xxh128 hex digest of a file."""
+    import xxhash
+
+    h = xxhash.xxh128()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pick_device(device: str = "auto") -> str:
+    """Resolve ``"auto"`` to CUDA, then MPS, then CPU; check the others."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+    return device
+
+
+_OTHER_SAM = {
+    "image_encoder.pos_embed": "an original SAM (vit_b/vit_l/vit_h)",
+    "image_encoder.blocks.0.attn.qkv.weight": "an original SAM (ViT)",
+}
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import pickle
+    import zipfile
+
+    import torch
+
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes). {_HOW_TO_GET}")
+    try:
+        # weights_only: a checkpoint is data; a pickle that would run code
+        # is refused by torch's restricted unpickler before anything runs.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it is not plain tensor data "
+            f"(it may try to run code when loaded). {first}"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({size} bytes; "
+            f"truncated or not a torch file: {e}). {_HOW_TO_GET}"
+        ) from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(
+        isinstance(v, torch.Tensor) for v in obj.values()
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state dict of tensors. {_HOW_TO_GET}"
+        )
+    return obj
+
+
+def load_model(
+    checkpoint: str | Path | None = None, device: str = "auto"
+) -> SamModel:
+    """Load MobileSAM (vit_t) from a checkpoint file.
+
+    Parameters
+    ----------
+    checkpoint : str or Path, optional
+        The ``mobile_sam.pt`` file. ``None`` looks, in order, at
+        ``$NAPARI_SAMBOXES_WEIGHTS``, ``weights/mobile_sam.pt`` of a source
+        checkout and the user cache directory.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``,
+        ``"mps"``.
+
+    Returns
+    -------
+    SamModel
+        The model in eval mode on the chosen device.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, empty, truncated, refused (code in the
+        pickle) or not a MobileSAM vit_t state dict. The message says what
+        was looked for and how to fix it.
+    """
+    if checkpoint is None:
+        found = find_checkpoint()
+        if found is None:
+            where = "; ".join(f"{d}: {p}" for d, p in candidate_paths())
+            raise CheckpointError(
+                f"No MobileSAM checkpoint found (looked at {where}). {_HOW_TO_GET}"
+            )
+        path = found
+    else:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} does not exist. {_HOW_TO_GET}"
+            )
+    state = _read_state_dict(path)
+    for key, what in _OTHER_SAM.items():
+        if key in state:
+            raise CheckpointError(
+                f"checkpoint {path} is {what}, not MobileSAM vit_t: "
+                "napari-samboxes runs MobileSAM only. " + _HOW_TO_GET
+            )
+    sam = build_vit_t()
+    result = sam.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3])
+        unexpected = ", ".join(result.unexpected_keys[:3])
+        raise CheckpointError(
+            f"checkpoint {path} is not a MobileSAM vit_t state dict "
+            f"({len(result.missing_keys)} keys missing, e.g. {missing or '-'}; "
+            f"{len(result.unexpected_keys)} unexpected, e.g. "
+            f"{unexpected or '-'}). {_HOW_TO_GET}"
+        )
+    digest = file_digest(path)
+    official = "xxh128:" + digest == WEIGHTS_HASH
+    if not official and path.name == WEIGHTS_NAME:
+        warnings.warn(
+            f"{path} is not the official MobileSAM checkpoint (xxh128 "
+            f"{digest}); using it as a fine-tuned vit_t.",
+            UserWarning,
+            stacklevel=2,
+        )
+    dev = pick_device(device)
+    sam.to(dev)
+    sam.eval()
+    return SamModel(sam=sam, checkpoint=path, digest=digest, device=dev, official=official)
+
+
+def fetch_weights(dest: str | Path | None = None) -> Path:
+    """Download the official MobileSAM checkpoint, checking its hash.
+
+    Never called implicitly. The download goes to a temporary file that is
+    moved into place only after the hash matched, so an interrupted download
+    never leaves a file that looks valid.
+
+    Parameters
+    ----------
+    dest : str or Path, optional
+        A folder, or a file path ending in ``.pt``. Default: the user cache.
+
+    Returns
+    -------
+    pathlib.Path
+        Where the checkpoint now is.
+    """
+    import pooch
+
+    if dest is None:
+        folder, name = default_cache_dir(), WEIGHTS_NAME
+    else:
+        dest = Path(dest).expanduser()
+        if dest.suffix == ".pt":
+            folder, name = dest.parent, dest.name
+        else:
+            folder, name = dest, WEIGHTS_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    path = pooch.retrieve(
+        WEIGHTS_URL,
+        known_hash=WEIGHTS_HASH,
+        fname=name,
+        path=folder,
+        progressbar=False,
+    )
+    return Path(path)
