@@ -1,0 +1,41 @@
+"""npe2 reader: opens box tables as a boxes layer; declines other CSVs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._layers import shapes_from_boxes
+from .boxes_io import is_box_table, read_box_table
+
+BOX_STYLE: dict[str, Any] = {
+    "shape_type": "rectangle",
+    "edge_color": "yellow",
+    "face_color": "transparent",
+    "edge_width": 2,
+    "text": {"string": "{label}", "anchor": "upper_left", "color": "yellow", "size": 10},
+}
+
+
+def napari_get_reader(path: str | list[str]) -> Any:
+    """Return a reader for a box table, or None so that napari's own
+    reader handles any other CSV."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not is_box_table(path):
+        return None
+    return read_box_table_layer
+
+
+def read_box_table_layer(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+    """Read a box table into a Shapes layer data tuple."""
+    p = Path(path[0] if isinstance(path, list) else path)
+    table = read_box_table(p)
+    shapes = shapes_from_boxes(table.boxes, table.slices)
+    kwargs = dict(BOX_STYLE)
+    kwargs["name"] = p.stem
+    kwargs["features"] = {"label": table.labels, "score": table.scores}
+    kwargs["ndim"] = 2 + table.slices.shape[1]
+    return [(shapes, kwargs, "shapes")]

@@ -1,0 +1,192 @@
+"""The box table: one CSV row per box, written atomically.
+
+Header: optional slice columns (``axis-0``, ``axis-1``, ... for nD images),
+then ``label,x_min,y_min,x_max,y_max,score``. Coordinates are pixel
+coordinates of the image (x = column, y = row, max inclusive). No napari or
+Qt here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "BOX_COLUMNS",
+    "BoxTable",
+    "BoxTableError",
+    "atomic_write_text",
+    "is_box_table",
+    "read_box_table",
+    "write_box_table",
+]
+
+BOX_COLUMNS = ("label", "x_min", "y_min", "x_max", "y_max", "score")
+_SLICE_COL = re.compile(r"^axis-(\d+)$")
+
+
+class BoxTableError(ValueError):
+    """A box-table file that cannot be read; the message names file and line."""
+
+
+@dataclass
+class BoxTable:
+    """Boxes with labels.
+
+    Attributes
+    ----------
+    labels : list of str
+    boxes : numpy.ndarray
+        (N, 4) float xyxy.
+    scores : numpy.ndarray
+        (N,) float, NaN where unknown (hand-drawn boxes).
+    slices : numpy.ndarray
+        (N, S) leading (slice) coordinates for nD images; S may be 0.
+    """
+
+    labels: list[str] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    slices: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temporary file, then rename).
+
+    The previous file, if any, is intact whatever fails before the rename.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return ""
+    return repr(float(v)) if v != int(v) else str(int(v))
+
+
+def write_box_table(path: str | Path, table: BoxTable) -> Path:
+    """Write a box table atomically; an empty table gives a header-only file."""
+    n_slice = table.slices.shape[1] if table.slices.ndim == 2 else 0
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([f"axis-{i}" for i in range(n_slice)] + list(BOX_COLUMNS))
+    boxes = np.asarray(table.boxes, dtype=np.float64).reshape(-1, 4)
+    for i, label in enumerate(table.labels):
+        sl = [_fmt(v) for v in table.slices[i]] if n_slice else []
+        w.writerow(sl + [label] + [_fmt(v) for v in boxes[i]] + [_fmt(table.scores[i])])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _header(first_line: str) -> list[str] | None:
+    try:
+        row = next(csv.reader([first_line]))
+    except (csv.Error, StopIteration):
+        return None
+    row = [c.strip() for c in row]
+    n = len(row) - len(BOX_COLUMNS)
+    if n < 0 or tuple(row[n:]) != BOX_COLUMNS:
+        return None
+    if not all(_SLICE_COL.match(c) for c in row[:n]):
+        return None
+    return row
+
+
+def is_box_table(path: str | Path) -> bool:
+    """Whether ``path`` is a ``.csv`` file whose header is a box table's."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return _header(first.rstrip("\r\n")) is not None
+
+
+def read_box_table(path: str | Path) -> BoxTable:
+    """Read a box table; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BoxTableError(f"{path}: not UTF-8 text ({e})") from e
+    if not text.strip():
+        raise BoxTableError(f"{path}: the file is empty (expected a header line)")
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows)
+    cols = _header(",".join(f'"{c}"' for c in header))
+    if cols is None:
+        missing = [c for c in BOX_COLUMNS if c not in [h.strip() for h in header]]
+        raise BoxTableError(
+            f"{path}, line 1: not a box table header; expected "
+            f"{','.join(BOX_COLUMNS)}"
+            + (f" (missing: {', '.join(missing)})" if missing else "")
+        )
+    n_slice = len(cols) - len(BOX_COLUMNS)
+    labels: list[str] = []
+    nums: list[list[float]] = []
+    for lineno, row in enumerate(rows, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(cols):
+            raise BoxTableError(
+                f"{path}, line {lineno}: {len(row)} fields, expected {len(cols)}"
+            )
+        vals: list[float] = []
+        for name, cell in zip(cols, row, strict=True):
+            if name == "label":
+                continue
+            cell = cell.strip()
+            if name == "score" and cell == "":
+                vals.append(float("nan"))
+                continue
+            try:
+                v = float(cell)
+            except ValueError:
+                raise BoxTableError(
+                    f"{path}, line {lineno}: {name} is not a number: {cell!r}"
+                ) from None
+            if not np.isfinite(v) and name != "score":
+                raise BoxTableError(f"{path}, line {lineno}: {name} is {cell!r}")
+            vals.append(v)
+        x0, y0, x1, y1 = vals[n_slice : n_slice + 4]
+        if x0 > x1 or y0 > y1:
+            raise BoxTableError(
+                f"{path}, line {lineno}: x_min > x_max or y_min > y_max "
+                f"({x0}, {y0}, {x1}, {y1})"
+            )
+        labels.append(row[n_slice])
+        nums.append(vals)
+    arr = np.asarray(nums, dtype=np.float64).reshape(-1, n_slice + 5)
+    return BoxTable(
+        labels=labels,
+        boxes=arr[:, n_slice : n_slice + 4],
+        scores=arr[:, n_slice + 4],
+        slices=arr[:, :n_slice],
+    )

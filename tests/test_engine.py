@@ -1,0 +1,111 @@
+"""The engine against mobile_sam's own SamAutomaticMaskGenerator.
+
+Real model (vit_t through the product's loader), real checkpoints, small
+images and small grids so the reference stays affordable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_samboxes import Candidates, propose_boxes
+from napari_samboxes.engine import RawMasks, iter_raw_batches, reference_candidates
+
+PPS = 4  # 16 prompts: 48 masks
+
+
+def assert_same(ref: Candidates, got: Candidates) -> None:
+    """Same count, boxes within 1 px, areas within 1 %, same order."""
+    assert len(got) == len(ref)
+    if len(ref) == 0:
+        return
+    # both sorted by area; compare as sets of rows to ignore tie order
+    r = np.column_stack([ref.areas, ref.boxes])
+    g = np.column_stack([got.areas, got.boxes])
+    r = r[np.lexsort(r.T[::-1])]
+    g = g[np.lexsort(g.T[::-1])]
+    assert np.abs(r[:, 1:] - g[:, 1:]).max() <= 1.0
+    np.testing.assert_allclose(g[:, 0], r[:, 0], rtol=0.01)
+    assert np.all(np.diff(got.areas) >= 0), "not sorted by area"
+
+
+@pytest.fixture(scope="module")
+def raw_photo(structured_model, photo) -> RawMasks:
+    parts = [p for _, _, p in iter_raw_batches(photo, structured_model, points_per_side=PPS)]
+    return RawMasks.concat(parts)
+
+
+def test_structured_checkpoint_gives_many_localised_nested_boxes(raw_photo, photo):
+    c = raw_photo.candidates()
+    h, w = photo.shape[:2]
+    assert len(c) >= 20
+    assert len({tuple(b) for b in c.boxes}) == len(c)  # distinct
+    widths = c.boxes[:, 2] - c.boxes[:, 0] + 1
+    assert np.median(widths) < 0.5 * w  # localised, not whole-image
+    # nesting: some box strictly inside another
+    b = c.boxes
+    inside = (b[:, None, 0] >= b[None, :, 0]) & (b[:, None, 2] <= b[None, :, 2]) & (
+        b[:, None, 1] >= b[None, :, 1]) & (b[:, None, 3] <= b[None, :, 3])
+    np.fill_diagonal(inside, False)
+    assert inside.any()
+
+
+def test_default_thresholds_match_reference(structured_model, photo):
+    ref = reference_candidates(photo, structured_model, points_per_side=PPS)
+    got = propose_boxes(photo, structured_model, points_per_side=PPS)
+    assert len(ref) >= 20
+    assert_same(ref, got)
+    np.testing.assert_array_equal(got.boxes, ref.boxes)
+    np.testing.assert_array_equal(got.areas, ref.areas)
+
+
+def test_zero_thresholds_match_reference(structured_model, photo, raw_photo):
+    kw = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    ref = reference_candidates(photo, structured_model, points_per_side=PPS, **kw)
+    assert_same(ref, raw_photo.candidates(**kw))
+    assert_same(ref, propose_boxes(photo, structured_model, points_per_side=PPS, **kw))
+
+
+@pytest.mark.parametrize("nms", [0.7, 1.0])
+def test_half_pass_thresholds_match_reference(structured_model, photo, raw_photo, nms):
+    # thresholds at the medians: about half the masks pass each filter
+    iou_t = float(np.median(raw_photo.iou_preds))
+    stab_t = float(np.nanmedian(raw_photo.stability))
+    kw = dict(pred_iou_thresh=iou_t, stability_score_thresh=stab_t, box_nms_thresh=nms)
+    passes = (raw_photo.iou_preds > iou_t).mean(), (raw_photo.stability >= stab_t).mean()
+    assert 0.25 <= passes[0] <= 0.75 and 0.25 <= passes[1] <= 0.75
+    ref = reference_candidates(photo, structured_model, points_per_side=PPS, **kw)
+    assert len(ref) > 0
+    assert_same(ref, raw_photo.candidates(**kw))
+
+
+def test_synthetic_image_and_odd_batch(structured_model, synthetic):
+    kw = dict(points_per_side=3, points_per_batch=4, box_nms_thresh=1.0)
+    ref = reference_candidates(synthetic, structured_model, **kw)
+    assert len(ref) > 5
+    assert_same(ref, propose_boxes(synthetic, structured_model, **kw))
+
+
+def test_random_checkpoint_matches_reference(random_ckpt, photo):
+    from napari_samboxes import load_model
+
+    model = load_model(random_ckpt, device="cpu")
+    kw = dict(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    ref = reference_candidates(photo, model, **kw)
+    assert_same(ref, propose_boxes(photo, model, **kw))
+
+
+def test_streams_per_batch_and_reports_progress(structured_model, photo):
+    seen = []
+    got = list(iter_raw_batches(photo, structured_model, points_per_side=PPS, points_per_batch=5))
+    assert [(b, n) for b, n, _ in got] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert [len(p) for _, _, p in got] == [15, 15, 15, 3]
+    propose_boxes(photo, structured_model, points_per_side=2, progress=lambda d, n: seen.append((d, n)))
+    assert seen == [(1, 1)]
+
+
+def test_grayscale_and_uint16_inputs(structured_model, photo):
+    gray16 = (photo.mean(-1) * 257).astype(np.uint16)
+    c = propose_boxes(gray16, structured_model, points_per_side=2)
+    assert len(c) > 0 and c.boxes.max() <= max(photo.shape)
