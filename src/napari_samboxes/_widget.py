@@ -52,11 +52,12 @@ def _candidate_run(
     checkpoint: str,
     device: str,
     points_per_side: int,
+    points_per_batch: int,
     model: SamModel | None,
     cache: CandidateCache,
 ) -> Any:
     """Worker body (runs in a thread): yields the model, then raw batches."""
-    from .engine import iter_raw_batches
+    from . import engine
     from .model import load_model
 
     if model is None:
@@ -68,8 +69,8 @@ def _candidate_run(
         yield ("cached", raw)
         return raw
     parts: list[RawMasks] = []
-    for bi, n, part in iter_raw_batches(
-        rgb8, model, points_per_side=points_per_side, points_per_batch=POINTS_PER_BATCH
+    for bi, n, part in engine.iter_raw_batches(
+        rgb8, model, points_per_side=points_per_side, points_per_batch=points_per_batch
     ):
         parts.append(part)
         yield ("batch", bi, n, part)
@@ -106,6 +107,7 @@ class SamBoxesWidget(Container):
         self._snapshot: tuple[Any, ...] | None = None
         self._picking = False
         self._picks_layer: Any = None
+        self._points_per_batch = POINTS_PER_BATCH
 
         found = find_checkpoint()
         self.extend(
@@ -320,7 +322,8 @@ class SamBoxesWidget(Container):
         p = Path(ckpt)
         mkey = (str(p.resolve()), p.stat().st_mtime, device)
         model = self._model if self._model_key == mkey else None
-        n_batches = math.ceil(pps * pps / POINTS_PER_BATCH)
+        ppb = self._points_per_batch
+        n_batches = math.ceil(pps * pps / ppb)
 
         old = self._layer(f"{image.name} candidates")
         self._snapshot = (
@@ -339,7 +342,8 @@ class SamBoxesWidget(Container):
             _candidate_run,
             progress={"total": n_batches + 1, "desc": "SAM candidates"},
             start_thread=False,
-        )(rgb8, ckpt, device, pps, model, self._cache)
+            ignore_errors=True,  # handled by _on_errored
+        )(rgb8, ckpt, device, pps, ppb, model, self._cache)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -433,7 +437,7 @@ class SamBoxesWidget(Container):
 
         from .model import fetch_weights
 
-        worker = thread_worker(fetch_weights, start_thread=False)()
+        worker = thread_worker(fetch_weights, start_thread=False, ignore_errors=True)()
 
         def done(path: Path) -> None:
             self.checkpoint.value = str(path)

@@ -168,6 +168,9 @@ class RawMasks:
         ``stability_score_thresh`` (when > 0), then box NMS ranked by
         predicted IoU at ``box_nms_thresh``.
         """
+        from .model import avoid_llvm_clash
+
+        avoid_llvm_clash()
         import torch
         from torchvision.ops import batched_nms
 

@@ -7,6 +7,7 @@ importing the plugin stays fast.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,30 @@ class SamModel:
     official: bool
 
 
+def avoid_llvm_clash() -> None:
+    """Keep triton out of a process where Mesa's libLLVM is loaded.
+
+    Mesa's OpenGL drivers (llvmpipe under Xvfb, and Intel/AMD GPUs on Linux)
+    load ``libLLVM``; importing triton (torch pulls it in through
+    ``torch._dynamo`` when torchvision is imported) after that crashes the
+    process with a segmentation fault, as seen here under napari. Where
+    libLLVM is already mapped and triton is not yet imported, triton is
+    marked unavailable, so torch runs without it (the plugin never uses
+    ``torch.compile``). Elsewhere nothing changes.
+    """
+    if "triton" in sys.modules or not sys.platform.startswith("linux"):
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    if "libLLVM" in maps:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+
+
 def _import_mobile_sam() -> Any:
     """Import ``mobile_sam`` without its timm warnings reaching users."""
+    avoid_llvm_clash()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*registry.*")
@@ -180,10 +203,19 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # is refused by torch's restricted unpickler before anything runs.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        text = str(e)
+        culprit = next(
+            (ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), ""
+        )
+        if culprit or "global" in text.lower():
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it is not plain tensor data and "
+                f"would run code when loaded ({culprit or 'disallowed global'}). "
+                "Use only checkpoints from a source you trust. " + _HOW_TO_GET
+            ) from e
         raise CheckpointError(
-            f"checkpoint {path} was refused: it is not plain tensor data "
-            f"(it may try to run code when loaded). {first}"
+            f"checkpoint {path} could not be read ({size} bytes; not a torch "
+            f"file or damaged). {_HOW_TO_GET}"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(

@@ -1,0 +1,99 @@
+"""Box table: write, read back, decline other CSVs; atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_samboxes._reader import napari_get_reader
+from napari_samboxes.boxes_io import (
+    BoxTable,
+    BoxTableError,
+    is_box_table,
+    read_box_table,
+    write_box_table,
+)
+
+
+def table(n_slice=0):
+    return BoxTable(
+        labels=["cat", 'dog, "big"', "naïve ü"],
+        boxes=np.array([[1, 2, 10, 20], [0.5, 3.25, 7, 9], [100, 50, 300, 60]], float),
+        scores=np.array([0.91, np.nan, 0.5]),
+        slices=np.arange(3 * n_slice, dtype=float).reshape(3, n_slice),
+    )
+
+
+@pytest.mark.parametrize("n_slice", [0, 1, 2])
+def test_round_trip(tmp_path, n_slice):
+    p = tmp_path / "b.csv"
+    t = table(n_slice)
+    write_box_table(p, t)
+    header = p.read_text(encoding="utf-8").splitlines()[0]
+    assert header.endswith("label,x_min,y_min,x_max,y_max,score")
+    back = read_box_table(p)
+    assert back.labels == t.labels
+    np.testing.assert_array_equal(back.boxes, t.boxes)
+    np.testing.assert_array_equal(back.scores, t.scores)
+    np.testing.assert_array_equal(back.slices, t.slices)
+
+
+def test_empty_table_is_header_only(tmp_path):
+    p = tmp_path / "e.csv"
+    write_box_table(p, BoxTable())
+    assert p.read_text() == "label,x_min,y_min,x_max,y_max,score\n"
+    assert len(read_box_table(p)) == 0
+
+
+def test_reader_declines_other_csv(tmp_path):
+    other = tmp_path / "shapes.csv"
+    other.write_text("index,shape-type,vertex-index,axis-0,axis-1\n0,rectangle,0,1,2\n")
+    assert not is_box_table(other)
+    assert napari_get_reader(str(other)) is None
+    good = tmp_path / "good.csv"
+    write_box_table(good, table())
+    assert napari_get_reader(str(good)) is not None
+    assert napari_get_reader(str(tmp_path / "x.txt")) is None
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("label,x_min,y_min,x_max,score\n", "missing: y_max"),
+        ("label,x_min,y_min,x_max,y_max,score\na,1,2,x,4,0.5\n", "line 2: x_max is not a number"),
+        ("label,x_min,y_min,x_max,y_max,score\na,1,2,3,4,0.5\nb,9,2,3,4,0.5\n", "line 3: x_min > x_max"),
+        ("label,x_min,y_min,x_max,y_max,score\na,1,2,3\n", "line 2: 4 fields"),
+        ("", "empty"),
+    ],
+)
+def test_errors_name_file_and_line(tmp_path, text, match):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(BoxTableError, match=match) as e:
+        read_box_table(p)
+    assert "bad.csv" in str(e.value)
+
+
+def test_bom_and_windows_line_endings(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_bytes("\ufefflabel,x_min,y_min,x_max,y_max,score\r\ncat,1,2,3,4,0.5\r\n".encode())
+    assert is_box_table(p)
+    t = read_box_table(p)
+    assert t.labels == ["cat"] and t.boxes.tolist() == [[1, 2, 3, 4]]
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    import os
+
+    p = tmp_path / "keep.csv"
+    write_box_table(p, table())
+    before = p.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="No space"):
+        write_box_table(p, BoxTable())
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["keep.csv"]  # no temp left

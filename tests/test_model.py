@@ -1,0 +1,93 @@
+"""Checkpoint finding, loading and refusal, through the product's loader."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_samboxes import CheckpointError, load_model
+from napari_samboxes.model import WEIGHTS_ENV, candidate_paths, find_checkpoint
+
+
+def test_loads_structured_checkpoint(structured_ckpt):
+    m = load_model(structured_ckpt, device="cpu")
+    assert m.device == "cpu" and not m.official
+    assert len(m.digest) == 32
+    assert type(m.sam.mask_decoder).__module__.startswith("mobile_sam")
+
+
+def test_missing_checkpoint_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nope.pt"))
+    if find_checkpoint() is not None:  # a developer's checkout may have weights
+        pytest.skip("a real checkpoint is installed in this checkout")
+    with pytest.raises(CheckpointError) as e:
+        load_model()
+    msg = str(e.value)
+    assert "nope.pt" in msg and "fetch-weights" in msg and "user cache" in msg
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_env_variable_is_found_first(structured_ckpt, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_ENV, str(structured_ckpt))
+    assert candidate_paths()[0][1] == Path(structured_ckpt)
+    assert load_model(device="cpu").checkpoint == Path(structured_ckpt)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "empty"),
+        (b"\x00\x01garbage" * 100, "could not be read"),
+    ],
+)
+def test_bad_bytes(tmp_path, content, match):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_model(p)
+
+
+def test_truncated_checkpoint(tmp_path, structured_ckpt):
+    p = tmp_path / "cut.pt"
+    p.write_bytes(Path(structured_ckpt).read_bytes()[: 200_000])
+    with pytest.raises(CheckpointError, match="could not be read"):
+        load_model(p)
+
+
+def test_wrong_architecture(tmp_path):
+    p = tmp_path / "vitb.pt"
+    torch.save({"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}, p)
+    with pytest.raises(CheckpointError, match="not MobileSAM vit_t"):
+        load_model(p)
+    q = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, q)
+    with pytest.raises(CheckpointError, match="keys missing"):
+        load_model(q)
+
+
+class _Payload:
+    def __reduce__(self):  # runs at unpickling time with plain torch.load
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(_Payload.marker),))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "payload-ran"
+    _Payload.marker = str(marker)
+    p = tmp_path / "evil.pt"
+    torch.save({"x": _Payload()}, p)
+    # sanity: a plain pickle load would run it
+    with zipfile.ZipFile(p) as z:
+        name = next(n for n in z.namelist() if n.endswith("data.pkl"))
+        pickle.loads(z.read(name))
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(CheckpointError, match="refused"):
+        load_model(p)
+    assert not marker.exists(), "the payload ran"

@@ -1,0 +1,216 @@
+"""The widget in a real napari viewer (Xvfb), driven as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_samboxes import propose_boxes, select_box
+from napari_samboxes._layers import shapes_from_boxes
+from napari_samboxes._widget import SamBoxesWidget
+from napari_samboxes.cache import CandidateCache
+
+PPS = 4
+TIMEOUT = 120_000
+
+
+def test_manifest_validates_and_menu_lists_widget(make_napari_viewer):
+    exe = Path(sys.executable).with_name("npe2")
+    r = subprocess.run([str(exe), "validate", "napari-samboxes"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    viewer = make_napari_viewer()
+
+    def walk(menu):
+        for a in menu.actions():
+            yield a.text()
+            if a.menu():
+                yield from walk(a.menu())
+
+    assert "SAM boxes (napari-samboxes)" in list(walk(viewer.window.plugins_menu))
+
+
+@pytest.fixture
+def setup(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(photo, name="photo", rgb=True)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path / "cache"))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = PPS
+    assert widget.image.value is image
+    return viewer, image, widget
+
+
+def run_and_wait(widget, qtbot, ticks=None):
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    count = [0]
+    timer.timeout.connect(lambda: count.__setitem__(0, count[0] + 1))
+    timer.start(10)
+    widget.run.native.click()
+    assert widget._worker is not None
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
+    timer.stop()
+    return count[0]
+
+
+def layer_boxes(layer):
+    from napari_samboxes._layers import boxes_from_shapes
+
+    return boxes_from_shapes(layer.data)[0]
+
+
+def test_run_then_pick_two_points(setup, qtbot, photo, structured_model):
+    viewer, image, widget = setup
+    ticks = run_and_wait(widget, qtbot)
+    assert ticks >= 20, "the viewer did not process events while the worker ran"
+    expected = propose_boxes(photo, structured_model, points_per_side=PPS)
+    cand = viewer.layers["photo candidates"]
+    assert len(cand.data) == len(expected) > 10
+    np.testing.assert_allclose(layer_boxes(cand), expected.boxes)
+    picks = viewer.layers["photo picks"]
+    assert viewer.layers.selection.active is picks and picks.mode == "add"
+
+    # a candidate nested inside a larger one; two points inside it
+    b = expected.boxes
+    inner = next(
+        i for i in range(len(b))
+        if any((b[j, :2] <= b[i, :2]).all() and (b[j, 2:] >= b[i, 2:]).all() and j != i for j in range(len(b)))
+    )
+    x0, y0, x1, y1 = b[inner]
+    pts_xy = np.array([[x0 + 0.25 * (x1 - x0), y0 + 0.3 * (y1 - y0)], [x1 - 0.2 * (x1 - x0), y1 - 0.25 * (y1 - y0)]])
+    want = select_box(expected, pts_xy)
+    assert want is not None and expected.areas[want] <= expected.areas[inner]
+    widget.box_label.value = "helmet"
+    picks.add(pts_xy[0, ::-1])
+    assert len(viewer.layers) == 3 + 0  # photo, candidates, picks: no box yet
+    picks.add(pts_xy[1, ::-1])
+    boxes = viewer.layers["photo boxes"]
+    assert len(boxes.data) == 1
+    np.testing.assert_allclose(boxes.data[0], shapes_from_boxes(expected.boxes[want][None])[0])
+    assert list(boxes.features["label"]) == ["helmet"]
+    assert boxes.features["score"][0] == pytest.approx(float(expected.scores[want]))
+    assert len(picks.data) == 0
+    # a third click alone never makes a box from stale points
+    picks.add(pts_xy[0, ::-1])
+    assert len(boxes.data) == 1
+    assert viewer.layers.selection.active is picks
+
+
+def test_no_containing_candidate_notifies_and_changes_nothing(setup, qtbot, monkeypatch):
+    import napari.utils.notifications as nt
+
+    viewer, image, widget = setup
+    run_and_wait(widget, qtbot)
+    said = []
+    monkeypatch.setattr(nt, "show_info", lambda m: said.append(m))
+    picks = viewer.layers["photo picks"]
+    picks.add([1, 1])
+    picks.add([190, 254])  # opposite corners: no blob holds both
+    assert "photo boxes" not in viewer.layers
+    assert said and "no candidate" in said[0]
+    assert len(picks.data) == 0
+
+
+def test_streaming_thresholds_and_cache(setup, qtbot, monkeypatch):
+    from napari_samboxes import engine
+
+    viewer, image, widget = setup
+    widget._points_per_batch = 4  # 4 batches of 4 prompts
+    sizes = []
+    orig = SamBoxesWidget._show_candidates
+
+    def spy(self):
+        orig(self)
+        sizes.append(len(viewer.layers["photo candidates"].data))
+
+    monkeypatch.setattr(SamBoxesWidget, "_show_candidates", spy)
+    run_and_wait(widget, qtbot)
+    assert len(sizes) >= 4 and sizes[0] < sizes[-1], sizes
+    final = len(viewer.layers["photo candidates"].data)
+
+    def no_model(*a, **k):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(engine, "iter_raw_batches", no_model)
+    widget.pred_iou_thresh.value = 0.92
+    fewer = len(viewer.layers["photo candidates"].data)
+    assert 0 < fewer < final
+    widget.pred_iou_thresh.value = 0.88
+    assert len(viewer.layers["photo candidates"].data) == final
+    # second run on the same image: served from the cache
+    run_and_wait(widget, qtbot)
+    assert widget.status.value.endswith("(from cache)")
+    assert len(viewer.layers["photo candidates"].data) == final
+
+
+def test_cancel_adds_no_candidates(setup, qtbot):
+    viewer, image, widget = setup
+    widget._points_per_batch = 1
+    widget.run.native.click()
+    widget.cancel.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
+    assert "photo candidates" not in viewer.layers
+    assert widget.status.value == "cancelled"
+
+
+def test_second_run_is_refused_while_running(setup, qtbot, monkeypatch):
+    import napari.utils.notifications as nt
+
+    viewer, image, widget = setup
+    said = []
+    monkeypatch.setattr(nt, "show_info", lambda m: said.append(m))
+    widget.run.native.click()
+    first = widget._worker
+    assert not widget.run.enabled
+    widget._on_run()
+    assert widget._worker is first and "already" in said[0]
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt"])
+def test_bad_checkpoint_shows_error_and_keeps_layers(setup, qtbot, monkeypatch, tmp_path, kind):
+    import napari.utils.notifications as nt
+
+    viewer, image, widget = setup
+    errors = []
+    monkeypatch.setattr(nt, "show_error", lambda m: errors.append(m))
+    boxes = viewer.add_shapes([np.array([[1, 1], [1, 9], [9, 9], [9, 1]])], shape_type="rectangle", name="photo boxes")
+    before = [len(viewer.layers), np.array(boxes.data[0])]
+    bad = tmp_path / "mobile_sam.pt"
+    if kind == "corrupt":
+        bad.write_bytes(b"not a checkpoint" * 10)
+    widget.checkpoint.value = str(bad)
+    widget.run.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
+    assert errors, "no error shown"
+    assert ("does not exist" if kind == "missing" else "could not be read") in errors[0] or "no checkpoint" in errors[0]
+    assert len(viewer.layers) == before[0]
+    np.testing.assert_array_equal(viewer.layers["photo boxes"].data[0], before[1])
+
+
+def test_box_table_and_napari_csv_round_trips(make_napari_viewer, tmp_path):
+    import napari
+
+    viewer = make_napari_viewer()
+    verts = shapes_from_boxes(np.array([[3, 4, 10, 12], [20, 5, 40, 30.5]]))
+    layer = viewer.add_shapes(verts, shape_type="rectangle", name="boxes",
+                              features={"label": ["cat", "dog, big"], "score": [0.9, np.nan]})
+    p = tmp_path / "table.csv"
+    napari.save_layers(str(p), [layer], plugin="napari-samboxes")
+    assert p.read_text().startswith("label,x_min,y_min,x_max,y_max,score\ncat,3,4,10,12,0.9")
+    back = viewer.open(str(p), plugin="napari-samboxes")[0]
+    assert list(back.features["label"]) == ["cat", "dog, big"]
+    np.testing.assert_allclose(np.array(back.data), np.array(layer.data))
+    q = tmp_path / "napari.csv"
+    napari.save_layers(str(q), [layer], plugin="napari")
+    from napari_samboxes._reader import napari_get_reader
+
+    assert napari_get_reader(str(q)) is None  # declined: napari's own reader
+    again = viewer.open(str(q), plugin="napari")[0]
+    np.testing.assert_allclose(np.array(again.data), np.array(layer.data))
