@@ -60,8 +60,14 @@ def test_reader_declines_other_csv(tmp_path):
     "text, match",
     [
         ("label,x_min,y_min,x_max,score\n", "missing: y_max"),
-        ("label,x_min,y_min,x_max,y_max,score\na,1,2,x,4,0.5\n", "line 2: x_max is not a number"),
-        ("label,x_min,y_min,x_max,y_max,score\na,1,2,3,4,0.5\nb,9,2,3,4,0.5\n", "line 3: x_min > x_max"),
+        (
+            "label,x_min,y_min,x_max,y_max,score\na,1,2,x,4,0.5\n",
+            "line 2: x_max is not a number",
+        ),
+        (
+            "label,x_min,y_min,x_max,y_max,score\na,1,2,3,4,0.5\nb,9,2,3,4,0.5\n",
+            "line 3: x_min > x_max",
+        ),
         ("label,x_min,y_min,x_max,y_max,score\na,1,2,3\n", "line 2: 4 fields"),
         ("", "empty"),
     ],
@@ -76,7 +82,9 @@ def test_errors_name_file_and_line(tmp_path, text, match):
 
 def test_bom_and_windows_line_endings(tmp_path):
     p = tmp_path / "w.csv"
-    p.write_bytes("\ufefflabel,x_min,y_min,x_max,y_max,score\r\ncat,1,2,3,4,0.5\r\n".encode())
+    p.write_bytes(
+        "\ufefflabel,x_min,y_min,x_max,y_max,score\r\ncat,1,2,3,4,0.5\r\n".encode()
+    )
     assert is_box_table(p)
     t = read_box_table(p)
     assert t.labels == ["cat"] and t.boxes.tolist() == [[1, 2, 3, 4]]

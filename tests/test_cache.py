@@ -25,7 +25,17 @@ def test_key_depends_on_image_checkpoint_and_grid():
     assert k == cache_key(img.copy(), "abc", 32)
     img2 = img.copy()
     img2[0, 0, 0] = 1
-    assert len({k, cache_key(img2, "abc", 32), cache_key(img, "abd", 32), cache_key(img, "abc", 16)}) == 4
+    assert (
+        len(
+            {
+                k,
+                cache_key(img2, "abc", 32),
+                cache_key(img, "abd", 32),
+                cache_key(img, "abc", 16),
+            }
+        )
+        == 4
+    )
 
 
 def test_round_trip_and_corrupt_entry(tmp_path):

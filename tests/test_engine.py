@@ -32,7 +32,9 @@ def assert_same(ref: Candidates, got: Candidates) -> None:
 
 @pytest.fixture(scope="module")
 def raw_photo(structured_model, photo) -> RawMasks:
-    parts = [p for _, _, p in iter_raw_batches(photo, structured_model, points_per_side=PPS)]
+    parts = [
+        p for _, _, p in iter_raw_batches(photo, structured_model, points_per_side=PPS)
+    ]
     return RawMasks.concat(parts)
 
 
@@ -45,8 +47,12 @@ def test_structured_checkpoint_gives_many_localised_nested_boxes(raw_photo, phot
     assert np.median(widths) < 0.5 * w  # localised, not whole-image
     # nesting: some box strictly inside another
     b = c.boxes
-    inside = (b[:, None, 0] >= b[None, :, 0]) & (b[:, None, 2] <= b[None, :, 2]) & (
-        b[:, None, 1] >= b[None, :, 1]) & (b[:, None, 3] <= b[None, :, 3])
+    inside = (
+        (b[:, None, 0] >= b[None, :, 0])
+        & (b[:, None, 2] <= b[None, :, 2])
+        & (b[:, None, 1] >= b[None, :, 1])
+        & (b[:, None, 3] <= b[None, :, 3])
+    )
     np.fill_diagonal(inside, False)
     assert inside.any()
 
@@ -73,7 +79,10 @@ def test_half_pass_thresholds_match_reference(structured_model, photo, raw_photo
     iou_t = float(np.median(raw_photo.iou_preds))
     stab_t = float(np.nanmedian(raw_photo.stability))
     kw = dict(pred_iou_thresh=iou_t, stability_score_thresh=stab_t, box_nms_thresh=nms)
-    passes = (raw_photo.iou_preds > iou_t).mean(), (raw_photo.stability >= stab_t).mean()
+    passes = (
+        (raw_photo.iou_preds > iou_t).mean(),
+        (raw_photo.stability >= stab_t).mean(),
+    )
     assert 0.25 <= passes[0] <= 0.75 and 0.25 <= passes[1] <= 0.75
     ref = reference_candidates(photo, structured_model, points_per_side=PPS, **kw)
     assert len(ref) > 0
@@ -98,10 +107,19 @@ def test_random_checkpoint_matches_reference(random_ckpt, photo):
 
 def test_streams_per_batch_and_reports_progress(structured_model, photo):
     seen = []
-    got = list(iter_raw_batches(photo, structured_model, points_per_side=PPS, points_per_batch=5))
+    got = list(
+        iter_raw_batches(
+            photo, structured_model, points_per_side=PPS, points_per_batch=5
+        )
+    )
     assert [(b, n) for b, n, _ in got] == [(0, 4), (1, 4), (2, 4), (3, 4)]
     assert [len(p) for _, _, p in got] == [15, 15, 15, 3]
-    propose_boxes(photo, structured_model, points_per_side=2, progress=lambda d, n: seen.append((d, n)))
+    propose_boxes(
+        photo,
+        structured_model,
+        points_per_side=2,
+        progress=lambda d, n: seen.append((d, n)),
+    )
     assert seen == [(1, 1)]
 
 

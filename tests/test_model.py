@@ -54,7 +54,7 @@ def test_bad_bytes(tmp_path, content, match):
 
 def test_truncated_checkpoint(tmp_path, structured_ckpt):
     p = tmp_path / "cut.pt"
-    p.write_bytes(Path(structured_ckpt).read_bytes()[: 200_000])
+    p.write_bytes(Path(structured_ckpt).read_bytes()[:200_000])
     with pytest.raises(CheckpointError, match="could not be read"):
         load_model(p)
 

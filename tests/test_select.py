@@ -1,14 +1,15 @@
 import numpy as np
-import pytest
 
 from napari_samboxes import Candidates, select_box
-from napari_samboxes.select import containing
 
 
 def cands(boxes, areas, scores=None):
     n = len(boxes)
     return Candidates.from_unsorted(
-        np.array(boxes, float), np.array(areas), np.array(scores if scores else [0.9] * n), np.ones(n)
+        np.array(boxes, float),
+        np.array(areas),
+        np.array(scores if scores else [0.9] * n),
+        np.ones(n),
     )
 
 
@@ -73,7 +74,9 @@ def test_vectorised_matches_brute_force_and_has_no_loop():
     n = 20_000
     xy = rng.uniform(0, 1000, (n, 2))
     wh = rng.uniform(1, 300, (n, 2))
-    c = Candidates.from_unsorted(np.hstack([xy, xy + wh]), np.prod(wh, 1), np.ones(n), np.ones(n))
+    c = Candidates.from_unsorted(
+        np.hstack([xy, xy + wh]), np.prod(wh, 1), np.ones(n), np.ones(n)
+    )
     for _ in range(20):
         pts = rng.uniform(0, 1000, (2, 2))
         want = None
@@ -84,5 +87,9 @@ def test_vectorised_matches_brute_force_and_has_no_loop():
         assert select_box(c, pts) == want
     tree = ast.parse(inspect.getsource(select))
     for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
-        loops = [n for n in ast.walk(fn) if isinstance(n, (ast.For, ast.While, ast.comprehension))]
+        loops = [
+            n
+            for n in ast.walk(fn)
+            if isinstance(n, (ast.For, ast.While, ast.comprehension))
+        ]
         assert not loops, f"{fn.name} loops in Python"

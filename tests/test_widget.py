@@ -20,7 +20,9 @@ TIMEOUT = 120_000
 
 def test_manifest_validates_and_menu_lists_widget(make_napari_viewer):
     exe = Path(sys.executable).with_name("npe2")
-    r = subprocess.run([str(exe), "validate", "napari-samboxes"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(exe), "validate", "napari-samboxes"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     viewer = make_napari_viewer()
 
@@ -79,11 +81,20 @@ def test_run_then_pick_two_points(setup, qtbot, photo, structured_model):
     # a candidate nested inside a larger one; two points inside it
     b = expected.boxes
     inner = next(
-        i for i in range(len(b))
-        if any((b[j, :2] <= b[i, :2]).all() and (b[j, 2:] >= b[i, 2:]).all() and j != i for j in range(len(b)))
+        i
+        for i in range(len(b))
+        if any(
+            (b[j, :2] <= b[i, :2]).all() and (b[j, 2:] >= b[i, 2:]).all() and j != i
+            for j in range(len(b))
+        )
     )
     x0, y0, x1, y1 = b[inner]
-    pts_xy = np.array([[x0 + 0.25 * (x1 - x0), y0 + 0.3 * (y1 - y0)], [x1 - 0.2 * (x1 - x0), y1 - 0.25 * (y1 - y0)]])
+    pts_xy = np.array(
+        [
+            [x0 + 0.25 * (x1 - x0), y0 + 0.3 * (y1 - y0)],
+            [x1 - 0.2 * (x1 - x0), y1 - 0.25 * (y1 - y0)],
+        ]
+    )
     want = select_box(expected, pts_xy)
     assert want is not None and expected.areas[want] <= expected.areas[inner]
     widget.box_label.value = "helmet"
@@ -92,7 +103,9 @@ def test_run_then_pick_two_points(setup, qtbot, photo, structured_model):
     picks.add(pts_xy[1, ::-1])
     boxes = viewer.layers["photo boxes"]
     assert len(boxes.data) == 1
-    np.testing.assert_allclose(boxes.data[0], shapes_from_boxes(expected.boxes[want][None])[0])
+    np.testing.assert_allclose(
+        boxes.data[0], shapes_from_boxes(expected.boxes[want][None])[0]
+    )
     assert list(boxes.features["label"]) == ["helmet"]
     assert boxes.features["score"][0] == pytest.approx(float(expected.scores[want]))
     assert len(picks.data) == 0
@@ -102,7 +115,9 @@ def test_run_then_pick_two_points(setup, qtbot, photo, structured_model):
     assert viewer.layers.selection.active is picks
 
 
-def test_no_containing_candidate_notifies_and_changes_nothing(setup, qtbot, monkeypatch):
+def test_no_containing_candidate_notifies_and_changes_nothing(
+    setup, qtbot, monkeypatch
+):
     import napari.utils.notifications as nt
 
     viewer, image, widget = setup
@@ -174,13 +189,19 @@ def test_second_run_is_refused_while_running(setup, qtbot, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
-def test_bad_checkpoint_shows_error_and_keeps_layers(setup, qtbot, monkeypatch, tmp_path, kind):
+def test_bad_checkpoint_shows_error_and_keeps_layers(
+    setup, qtbot, monkeypatch, tmp_path, kind
+):
     import napari.utils.notifications as nt
 
     viewer, image, widget = setup
     errors = []
     monkeypatch.setattr(nt, "show_error", lambda m: errors.append(m))
-    boxes = viewer.add_shapes([np.array([[1, 1], [1, 9], [9, 9], [9, 1]])], shape_type="rectangle", name="photo boxes")
+    boxes = viewer.add_shapes(
+        [np.array([[1, 1], [1, 9], [9, 9], [9, 1]])],
+        shape_type="rectangle",
+        name="photo boxes",
+    )
     before = [len(viewer.layers), np.array(boxes.data[0])]
     bad = tmp_path / "mobile_sam.pt"
     if kind == "corrupt":
@@ -189,7 +210,9 @@ def test_bad_checkpoint_shows_error_and_keeps_layers(setup, qtbot, monkeypatch, 
     widget.run.native.click()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
     assert errors, "no error shown"
-    assert ("does not exist" if kind == "missing" else "could not be read") in errors[0] or "no checkpoint" in errors[0]
+    assert ("does not exist" if kind == "missing" else "could not be read") in errors[
+        0
+    ] or "no checkpoint" in errors[0]
     assert len(viewer.layers) == before[0]
     np.testing.assert_array_equal(viewer.layers["photo boxes"].data[0], before[1])
 
@@ -199,11 +222,17 @@ def test_box_table_and_napari_csv_round_trips(make_napari_viewer, tmp_path):
 
     viewer = make_napari_viewer()
     verts = shapes_from_boxes(np.array([[3, 4, 10, 12], [20, 5, 40, 30.5]]))
-    layer = viewer.add_shapes(verts, shape_type="rectangle", name="boxes",
-                              features={"label": ["cat", "dog, big"], "score": [0.9, np.nan]})
+    layer = viewer.add_shapes(
+        verts,
+        shape_type="rectangle",
+        name="boxes",
+        features={"label": ["cat", "dog, big"], "score": [0.9, np.nan]},
+    )
     p = tmp_path / "table.csv"
     napari.save_layers(str(p), [layer], plugin="napari-samboxes")
-    assert p.read_text().startswith("label,x_min,y_min,x_max,y_max,score\ncat,3,4,10,12,0.9")
+    assert p.read_text().startswith(
+        "label,x_min,y_min,x_max,y_max,score\ncat,3,4,10,12,0.9"
+    )
     back = viewer.open(str(p), plugin="napari-samboxes")[0]
     assert list(back.features["label"]) == ["cat", "dog, big"]
     np.testing.assert_allclose(np.array(back.data), np.array(layer.data))
@@ -214,3 +243,26 @@ def test_box_table_and_napari_csv_round_trips(make_napari_viewer, tmp_path):
     assert napari_get_reader(str(q)) is None  # declined: napari's own reader
     again = viewer.open(str(q), plugin="napari")[0]
     np.testing.assert_allclose(np.array(again.data), np.array(layer.data))
+
+
+def test_widget_uses_results_precomputed_by_the_cli(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch):
+    import imageio.v3 as iio
+
+    from napari_samboxes import engine
+    from napari_samboxes.cli import main
+
+    path = tmp_path / "photo.png"
+    iio.imwrite(path, photo)
+    cache = tmp_path / "cache"
+    assert main(["propose", str(path), "--out", str(tmp_path / "out"), "--points-per-side", str(PPS),
+                 "--checkpoint", str(structured_ckpt), "--cache", str(cache)]) == 0
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path))
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(cache))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = PPS
+    monkeypatch.setattr(engine, "iter_raw_batches", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model ran")))
+    run_and_wait(widget, qtbot)
+    assert widget.status.value.endswith("(from cache)")
+    assert len(viewer.layers["photo candidates"].data) > 0

@@ -18,7 +18,9 @@ from .boxes_io import BoxTable
 __all__ = ["boxes_from_shapes", "shapes_from_boxes", "table_from_layer_data"]
 
 
-def shapes_from_boxes(boxes: np.ndarray, slices: np.ndarray | None = None) -> list[np.ndarray]:
+def shapes_from_boxes(
+    boxes: np.ndarray, slices: np.ndarray | None = None
+) -> list[np.ndarray]:
     """napari rectangle vertices (4 x ndim each) for xyxy boxes."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     n = len(boxes)

@@ -13,7 +13,12 @@ BOX_STYLE: dict[str, Any] = {
     "edge_color": "yellow",
     "face_color": "transparent",
     "edge_width": 2,
-    "text": {"string": "{label}", "anchor": "upper_left", "color": "yellow", "size": 10},
+    "text": {
+        "string": "{label}",
+        "anchor": "upper_left",
+        "color": "yellow",
+        "size": 10,
+    },
 }
 
 
@@ -29,7 +34,9 @@ def napari_get_reader(path: str | list[str]) -> Any:
     return read_box_table_layer
 
 
-def read_box_table_layer(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+def read_box_table_layer(
+    path: str | list[str],
+) -> list[tuple[Any, dict[str, Any], str]]:
     """Read a box table into a Shapes layer data tuple."""
     p = Path(path[0] if isinstance(path, list) else path)
     table = read_box_table(p)

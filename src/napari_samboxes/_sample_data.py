@@ -17,7 +17,11 @@ def sample_image() -> np.ndarray:
     except ImportError:
         yy, xx = np.mgrid[0:384, 0:512]
         img = np.full((384, 512, 3), 40, np.uint8)
-        for cy, cx, r, col in [(100, 120, 50, (220, 60, 60)), (250, 330, 80, (60, 200, 90)), (120, 400, 35, (70, 90, 230))]:
+        for cy, cx, r, col in [
+            (100, 120, 50, (220, 60, 60)),
+            (250, 330, 80, (60, 200, 90)),
+            (120, 400, 35, (70, 90, 230)),
+        ]:
             img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = col
         return img
 

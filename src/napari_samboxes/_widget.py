@@ -103,6 +103,8 @@ class SamBoxesWidget(Container):
         self._raw_parts: list[RawMasks] = []
         self._candidates = Candidates.empty()
         self._cand_layer_name: str | None = None
+        self._cand_image: Any = None  # the image layer the candidates belong to
+        self._run_image: Any = None
         self._cand_slice: tuple[int, ...] = ()
         self._snapshot: tuple[Any, ...] | None = None
         self._picking = False
@@ -116,28 +118,46 @@ class SamBoxesWidget(Container):
                 FileEdit(
                     name="checkpoint",
                     label="checkpoint",
-                    mode="r",
+                    mode="r",  # type: ignore[arg-type]
                     filter="*.pt",
-                    value=str(found) if found else "",
+                    value=str(found) if found else "",  # type: ignore[arg-type]
                 ),
                 PushButton(name="download", text="Download weights"),
                 ComboBox(
-                    name="device", label="device", choices=["auto", "cpu", "cuda", "mps"]
+                    name="device",
+                    label="device",
+                    choices=["auto", "cpu", "cuda", "mps"],
                 ),
                 SpinBox(
-                    name="points_per_side", label="points per side", value=32, min=1, max=128
+                    name="points_per_side",
+                    label="points per side",
+                    value=32,
+                    min=1,
+                    max=128,
                 ),
                 FloatSpinBox(
-                    name="pred_iou_thresh", label="pred IoU thresh",
-                    value=0.88, min=0.0, max=1.0, step=0.01,
+                    name="pred_iou_thresh",
+                    label="pred IoU thresh",
+                    value=0.88,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                 ),
                 FloatSpinBox(
-                    name="stability_score_thresh", label="stability thresh",
-                    value=0.95, min=0.0, max=1.0, step=0.01,
+                    name="stability_score_thresh",
+                    label="stability thresh",
+                    value=0.95,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                 ),
                 FloatSpinBox(
-                    name="box_nms_thresh", label="box NMS thresh",
-                    value=0.7, min=0.0, max=1.0, step=0.01,
+                    name="box_nms_thresh",
+                    label="box NMS thresh",
+                    value=0.7,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
                 ),
                 LineEdit(name="box_label", label="label", value="object"),
                 PushButton(name="run", text="Run"),
@@ -174,7 +194,9 @@ class SamBoxesWidget(Container):
         from napari.layers import Image
 
         active = self._viewer.layers.selection.active
-        if isinstance(active, Image) and active in [c[1] for c in self._image_choices()]:
+        if isinstance(active, Image) and active in [
+            c[1] for c in self._image_choices()
+        ]:
             self.image.value = active
 
     def _update_checkpoint_status(self, event: Any = None) -> None:
@@ -191,7 +213,7 @@ class SamBoxesWidget(Container):
     # ------------------------------------------------------------------
     # layers
     def _layer(self, name: str) -> Any:
-        return self._viewer.layers[name] if name in self._viewer.layers else None
+        return self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401
 
     def _geometry(self, image: napari.layers.Image) -> dict[str, Any]:
         return {"scale": image.scale, "translate": image.translate}
@@ -226,7 +248,10 @@ class SamBoxesWidget(Container):
                 **style,
                 **self._geometry(image),
             )
-            if self._picks_layer is not None and self._picks_layer in self._viewer.layers:
+            if (
+                self._picks_layer is not None
+                and self._picks_layer in self._viewer.layers
+            ):
                 # adding a layer selects it: keep clicks going to the picks
                 self._viewer.layers.selection.active = self._picks_layer
                 self._picks_layer.mode = "add"
@@ -239,7 +264,15 @@ class SamBoxesWidget(Container):
             layer = self._viewer.add_points(
                 ndim=image.ndim,
                 name=name,
-                size=max(3.0, 0.01 * max(image.data.shape[-2:] if not image.rgb else image.data.shape[-3:-1])),
+                size=max(
+                    3.0,
+                    0.01
+                    * max(
+                        image.data.shape[-2:]
+                        if not image.rgb
+                        else image.data.shape[-3:-1]
+                    ),
+                ),
                 face_color="red",
                 **self._geometry(image),
             )
@@ -256,8 +289,8 @@ class SamBoxesWidget(Container):
         return layer
 
     def _show_candidates(self) -> None:
-        image = self.image.value
-        if image is None:
+        image = self._cand_image
+        if image is None or image not in self._viewer.layers:
             return
         layer = self._candidates_layer(image)
         self._cand_layer_name = layer.name
@@ -267,12 +300,16 @@ class SamBoxesWidget(Container):
         )
         layer.data = []
         if verts:
-            layer.add_rectangles(verts, edge_width=1, edge_color="cyan", face_color="transparent")
+            layer.add_rectangles(
+                verts, edge_width=1, edge_color="cyan", face_color="transparent"
+            )
         layer.refresh()
 
     # ------------------------------------------------------------------
     # running
-    def _current_plane(self, image: napari.layers.Image) -> tuple[np.ndarray, tuple[int, ...]]:
+    def _current_plane(
+        self, image: napari.layers.Image
+    ) -> tuple[np.ndarray, tuple[int, ...]]:
         data = image.data
         if getattr(image, "multiscale", False):
             data = data[0]
@@ -327,6 +364,7 @@ class SamBoxesWidget(Container):
 
         old = self._layer(f"{image.name} candidates")
         self._snapshot = (
+            self._cand_image,
             image.name,
             old is not None,
             [np.array(s) for s in old.data] if old is not None else [],
@@ -335,6 +373,7 @@ class SamBoxesWidget(Container):
             self._cand_slice,
         )
         self._raw_parts = []
+        self._run_image = image
         self._pending_slice = idx
         self._pending_key = mkey
 
@@ -365,18 +404,19 @@ class SamBoxesWidget(Container):
         if kind == "cached":
             self._set_raw(msg[1])
             self.status.value = f"{len(self._candidates)} candidates (from cache)"
-            self._picks_layer_for(self.image.value)
+            self._picks_layer_for(self._cand_image)
             return
         _, bi, n, part = msg
         first = not self._raw_parts
         self._raw_parts.append(part)
         self._set_raw(RawMasks.concat(self._raw_parts))
         self.status.value = f"batch {bi + 1}/{n}: {len(self._candidates)} candidates"
-        if first:
-            self._picks_layer_for(self.image.value)
+        if first and self._cand_image in self._viewer.layers:
+            self._picks_layer_for(self._cand_image)
 
     def _set_raw(self, raw: RawMasks) -> None:
         self._raw = raw
+        self._cand_image = self._run_image
         self._cand_slice = self._pending_slice
         self._candidates = raw.candidates(*self._thresholds())
         self._show_candidates()
@@ -390,9 +430,10 @@ class SamBoxesWidget(Container):
     def _restore(self) -> None:
         if self._snapshot is None:
             return
-        name, existed, data, raw, cands, sl = self._snapshot
+        cand_image, name, existed, data, raw, cands, sl = self._snapshot
         self._snapshot = None
         self._raw, self._candidates, self._cand_slice = raw, cands, sl
+        self._cand_image = cand_image
         layer = self._layer(f"{name} candidates")
         if layer is None:
             return
@@ -401,7 +442,9 @@ class SamBoxesWidget(Container):
         else:
             layer.data = []
             if data:
-                layer.add_rectangles(data, edge_width=1, edge_color="cyan", face_color="transparent")
+                layer.add_rectangles(
+                    data, edge_width=1, edge_color="cyan", face_color="transparent"
+                )
 
     def _on_errored(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
@@ -476,8 +519,9 @@ class SamBoxesWidget(Container):
     def _pick(self, pts: np.ndarray) -> None:
         from napari.utils.notifications import show_info, show_warning
 
-        image = self.image.value
-        if image is None:
+        image = self._cand_image
+        if image is None or image not in self._viewer.layers:
+            show_warning("SAM boxes: the image of these candidates is gone; press Run.")
             return
         if len(self._candidates) == 0:
             show_warning("SAM boxes: no candidates yet; press Run first.")

@@ -68,8 +68,10 @@ class CandidateCache:
                 parts = {k: z[k] for k in _FIELDS}
             raw = RawMasks(**parts)
             n = len(raw.areas)
-            if raw.boxes.shape != (n, 4) or raw.points.shape != (n, 2) or any(
-                len(parts[k]) != n for k in ("iou_preds", "stability")
+            if (
+                raw.boxes.shape != (n, 4)
+                or raw.points.shape != (n, 2)
+                or any(len(parts[k]) != n for k in ("iou_preds", "stability"))
             ):
                 return None
             return raw

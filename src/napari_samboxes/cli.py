@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 __all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
@@ -28,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         help="compute candidate boxes for images, written as box tables (and cached)",
     )
     pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--out", required=True, help="folder for <image stem>.csv box tables")
+    pr.add_argument(
+        "--out", required=True, help="folder for <image stem>.csv box tables"
+    )
     pr.add_argument("--points-per-side", type=int, default=32)
     pr.add_argument("--pred-iou-thresh", type=float, default=0.88)
     pr.add_argument("--stability-score-thresh", type=float, default=0.95)
@@ -95,7 +98,10 @@ def _propose(args: argparse.Namespace) -> int:
         path = Path(name)
         target = out / f"{path.stem}.csv"
         if target.resolve() in inputs:
-            sys.stderr.write(f"napari-samboxes: {path}: output {target} would overwrite an input; skipped\n")
+            sys.stderr.write(
+                f"napari-samboxes: {path}: output {target} would overwrite "
+                "an input; skipped\n"
+            )
             failed += 1
             continue
         try:
@@ -108,7 +114,7 @@ def _propose(args: argparse.Namespace) -> int:
         raw = cache.load(key)
         if raw is None:
             parts = []
-            n = -(-args.points_per_side**2 // 64)
+            n = -(-(args.points_per_side**2) // 64)
             with tqdm(total=n, desc=path.name, unit="batch", leave=False) as bar:
                 for _, _, part in iter_raw_batches(
                     rgb8, model, points_per_side=args.points_per_side
@@ -122,10 +128,17 @@ def _propose(args: argparse.Namespace) -> int:
         )
         write_box_table(
             target,
-            BoxTable(labels=["candidate"] * len(c), boxes=c.boxes, scores=c.scores.astype(float), slices=c.boxes[:, :0]),
+            BoxTable(
+                labels=["candidate"] * len(c),
+                boxes=c.boxes,
+                scores=c.scores.astype(float),
+                slices=c.boxes[:, :0],
+            ),
         )
     if failed:
-        sys.stderr.write(f"napari-samboxes: {failed} of {len(args.images)} images failed\n")
+        sys.stderr.write(
+            f"napari-samboxes: {failed} of {len(args.images)} images failed\n"
+        )
         return 1
     return 0
 

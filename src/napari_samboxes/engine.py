@@ -35,7 +35,6 @@ from .image import to_rgb8
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .model import SamModel
 
 __all__ = [
     "Candidates",
@@ -276,8 +275,8 @@ def _window_stats(
     import torch
 
     union_thr = MASK_THRESHOLD - STABILITY_OFFSET
-    rows_any = (low[: n_valid[0]] > union_thr).any(dim=1)
-    cols_any = (low[:, : n_valid[1]] > union_thr).any(dim=0)
+    rows_any = (low[: n_valid[0], : n_valid[1]] > union_thr).any(dim=1)
+    cols_any = (low[: n_valid[0], : n_valid[1]] > union_thr).any(dim=0)
     if not bool(rows_any.any()) or not bool(cols_any.any()):
         return [0, 0, 0, 0], 0, float("nan")
     r = torch.nonzero(rows_any).flatten()
@@ -316,7 +315,9 @@ def _window_stats(
     union = int((s2 > union_thr).sum())
     fg = s2 > MASK_THRESHOLD
     area = int(fg.sum())
-    stability = float(torch.tensor(inter, dtype=torch.int32) / torch.tensor(union, dtype=torch.int32))
+    stability = float(
+        torch.tensor(inter, dtype=torch.int32) / torch.tensor(union, dtype=torch.int32)
+    )
     if area == 0:
         return [0, 0, 0, 0], 0, stability
     rr = torch.nonzero(fg.any(dim=1)).flatten()
@@ -352,12 +353,27 @@ class _Decoder:
         self.src0 = (img + dense).contiguous()  # same for every prompt
         l0 = tr.layers[0]
         k_in = self.src0 + self.pos
+        up = md.output_upscaling
+        conv1, conv2 = up[0], up[3]
+        cin = conv1.weight.shape[0]
+        # ConvTranspose2d weights as (Cin, di, dj, Cout) matrices
+        self._up_weights = (
+            conv1.weight.permute(0, 2, 3, 1).reshape(cin, -1).contiguous(),
+            conv1.bias.repeat(4),
+            conv2.weight.permute(0, 2, 3, 1).reshape(conv2.weight.shape[0], -1).contiguous(),
+            conv2.bias.repeat(4),
+        )
+        self.valid_tokens = self.hw  # set by the caller to skip padding
         with torch.no_grad():
             a = l0.cross_attn_token_to_image
-            self.l0_t2i_k = a.k_proj(k_in)  # N x Ci
-            self.l0_t2i_v = a.v_proj(self.src0)
+            h = a.num_heads
+            k = a.k_proj(k_in)  # N x Ci
+            v = a.v_proj(self.src0)
+            n, ci = k.shape
+            self.l0_t2i_kT = k.view(n, h, ci // h).permute(1, 2, 0).contiguous()
+            self.l0_t2i_v = v.view(n, h, ci // h).transpose(0, 1).contiguous()
             b = l0.cross_attn_image_to_token
-            self.l0_i2t_q = b.q_proj(k_in)  # N x Ci
+            self.l0_i2t_qT = b.q_proj(k_in).t().contiguous()  # Ci x N
 
     # -- attention helpers -------------------------------------------------
     @staticmethod
@@ -387,11 +403,11 @@ class _Decoder:
         b, _, t, c = q.shape
         scale = 1.0 / np.sqrt(c)
         if k_pre is not None and v_pre is not None:
-            k = k_pre.reshape(-1, h, c).transpose(0, 1)  # h N c
-            v = v_pre.reshape(-1, h, c).transpose(0, 1)
-            logits = torch.matmul(q, k.transpose(1, 2).unsqueeze(0)) * scale
+            # k_pre: h x c x N, v_pre: h x N x c (shared by all prompts)
+            qh = q.permute(1, 0, 2, 3).reshape(h, b * t, c)
+            logits = torch.bmm(qh, k_pre) * scale  # h, B*T, N
             w = torch.softmax(logits, dim=-1)
-            out = torch.matmul(w, v.unsqueeze(0))  # B h T c
+            out = torch.bmm(w, v_pre).view(h, b, t, c).permute(1, 0, 2, 3)
         else:
             assert keys_pos is not None
             # (kp Wk_h^T + bk_h) . q_h = kp . (Wk_h^T q_h) + bk_h . q_h
@@ -435,61 +451,75 @@ class _Decoder:
         k = k.reshape(b, t, h, c)
         v = v.reshape(b, t, h, c)
         if q_img is not None:
-            # block-diagonal (B, Ci, h*T): column h*T+t holds k[b, t, h]
-            m = k.new_zeros(b, h, c, h, t)
+            # q_img: Ci x N, shared. Block-diagonal (B, h*T, Ci): row h*T+t
+            # holds k[b, t, h] in head h's columns.
+            m = k.new_zeros(b, h, t, h, c)
             for hi in range(h):
-                m[:, hi, :, hi, :] = k[:, :, hi, :].transpose(1, 2) * scale
-            logits = torch.matmul(q_img, m.reshape(b, ci, h * t))  # B N hT
+                m[:, hi, :, hi, :] = k[:, :, hi, :] * scale
+            logits = torch.matmul(m.view(b, h * t, ci), q_img)  # B, hT, N
         else:
             assert keys_pos is not None
-            wq = attn.q_proj.weight.reshape(h, c, -1)  # h c C
-            bq = attn.q_proj.bias.reshape(h, c)
-            # column h*T+t: Wq_h^T k[b,t,h]; offset bq_h . k[b,t,h]
-            g = torch.einsum("hcC,bthc->bCht", wq, k * scale).reshape(b, -1, h * t)
-            g0 = torch.einsum("hc,bthc->bht", bq, k * scale).reshape(b, 1, h * t)
-            logits = torch.baddbmm(g0, keys_pos, g)  # B N hT
-        n = logits.shape[1]
-        w = torch.softmax(logits.view(b, n, h, t), dim=-1).view(b, n, h * t)
+            # row h*T+t: k[b,t,h] Wq_h, so that logits = (kp Wq_h^T + bq_h) k
+            kk = (k * scale).permute(2, 3, 0, 1).reshape(h, c, b * t)
+            wq = attn.q_proj.weight.view(h, c, -1)  # h c C
+            g = torch.bmm(wq.transpose(1, 2), kk)  # h, C, B*T
+            g = g.view(h, -1, b, t).permute(2, 0, 3, 1).reshape(b, h * t, -1)
+            g0 = torch.einsum("hc,bthc->bht", attn.q_proj.bias.view(h, c), k * scale)
+            logits = torch.baddbmm(
+                g0.reshape(b, h * t, 1), g, keys_pos.transpose(1, 2)
+            )  # B, hT, N
+        n = logits.shape[-1]
+        # softmax over the T tokens of each head (a non-last, vectorised axis)
+        w = torch.softmax(logits.view(b, h, t, n), dim=2).view(b, h * t, n)
         # out_proj folded into the values; its bias spread over the heads
         # (each head's weights sum to one)
-        wo = attn.out_proj.weight.reshape(-1, h, c)  # C h c
-        u = torch.einsum("bthc,Chc->bhtC", v, wo) + attn.out_proj.bias / h
-        u = u.reshape(b, h * t, -1)
+        wo = attn.out_proj.weight.view(-1, h, c).permute(1, 2, 0)  # h c C
+        vv = v.permute(2, 0, 1, 3).reshape(h, b * t, c)
+        u = torch.bmm(vv, wo).view(h, b, t, -1).permute(1, 0, 2, 3)
+        u = (u + attn.out_proj.bias / h).reshape(b, h * t, -1)
         if residual.shape[0] != b:
             residual = residual.expand(b, -1, -1)
-        return torch.baddbmm(residual, w, u)
+        return torch.baddbmm(residual, w.transpose(1, 2), u)
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` and the hypernetwork product, channels-last.
 
         Each ConvTranspose2d(kernel 2, stride 2) is one matrix product over
-        the channels; LayerNorm2d is a layer norm over the last axis.
-        Returns B x 3 x 4h x 4w low-resolution mask logits.
+        the channels and LayerNorm2d a layer norm over the last axis; each
+        token only feeds its own 4 x 4 block of low-res logits. So only the
+        tokens whose blocks reach the image (not SAM's square padding) are
+        computed, a few token rows at a time (small, cache-resident
+        intermediates). Returns B x 3 x 4h x 4w; blocks that only cover
+        padding (never read, the reference crops them) hold -1e4.
         """
         import torch
         import torch.nn.functional as F
 
         up = self.md.output_upscaling
-        conv1, ln, act1, conv2, act2 = up[0], up[1], up[2], up[3], up[4]
+        conv1, ln, conv2 = up[0], up[1], up[3]
         b, n, cin = keys.shape
         h, w = self.hw
+        nr, nc = self.valid_tokens
         c1 = conv1.weight.shape[1]
         c2 = conv2.weight.shape[1]
-        # weights as (Cin, di, dj, Cout)
-        w1 = conv1.weight.permute(0, 2, 3, 1).reshape(cin, -1)
-        b1 = conv1.bias.repeat(4)
-        x = torch.addmm(b1, keys.reshape(b * n, cin), w1).view(-1, c1)
-        x = F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)
-        x = act1(x)
-        w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, -1)
-        b2 = conv2.bias.repeat(4)
-        x = act2(torch.addmm(b2, x, w2))  # (B*N*4) x (4*C2)
-        x = x.view(b, -1, c2)  # B, N*4*4, C2
-        masks = torch.bmm(x, hyper.transpose(1, 2))  # B, N*16, 3
-        # pixel order: (y, x, di, dj, di2, dj2) -> (4y + 2di + di2, ...)
-        masks = masks.view(b, h, w, 2, 2, 2, 2, 3)
-        masks = masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, 3, 4 * h, 4 * w)
-        return masks
+        w1, b1, w2, b2 = self._up_weights
+        grid = keys.view(b, h, w, cin)
+        out = keys.new_full((b, 3, 4 * h, 4 * w), -1e4)
+        step = max(1, 4096 // (b * nc))  # token rows per slab
+        for r0 in range(0, nr, step):
+            r1 = min(nr, r0 + step)
+            x = grid[:, r0:r1, :nc].reshape(-1, cin)
+            x = torch.addmm(b1, x, w1).view(-1, c1)  # (tokens*4) x C1
+            x = F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)
+            torch.ops.aten.gelu_(x)
+            x = torch.addmm(b2, x, w2)  # (tokens*4) x (4*C2)
+            torch.ops.aten.gelu_(x)
+            x = x.view(b, -1, c2)
+            m = torch.bmm(x, hyper.transpose(1, 2))  # B, tokens*16, 3
+            # (y, x, di, dj, di2, dj2) -> rows 4y + 2di + di2, cols 4x + 2dj + dj2
+            m = m.view(b, r1 - r0, nc, 2, 2, 2, 2, 3).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            out[:, :, 4 * r0 : 4 * r1, : 4 * nc] = m.reshape(b, 3, 4 * (r1 - r0), 4 * nc)
+        return out
 
     # -- forward -----------------------------------------------------------
     def __call__(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -509,7 +539,7 @@ class _Decoder:
                 l0.cross_attn_token_to_image,
                 q + tokens,
                 self.src0,
-                k_pre=self.l0_t2i_k,
+                k_pre=self.l0_t2i_kT,
                 v_pre=self.l0_t2i_v,
             )
         )
@@ -517,7 +547,7 @@ class _Decoder:
         keys = self._image_to_tokens(
             l0.cross_attn_image_to_token,
             self.src0.unsqueeze(0),
-            self.l0_i2t_q,
+            self.l0_i2t_qT,
             None,
             q + tokens,
             q,
@@ -604,6 +634,7 @@ def iter_raw_batches(
         ax = _axis(256, 1024, input_w, width, device)
         low_valid = (int(ay.hi[-1]) + 1, int(ax.hi[-1]) + 1)
         decoder = _Decoder(sam, predictor.features)
+        decoder.valid_tokens = (-(-low_valid[0] // 4), -(-low_valid[1] // 4))
         points = point_grid(points_per_side, height, width)
         n_batches = -(-len(points) // points_per_batch)
         for bi in range(n_batches):
@@ -689,9 +720,7 @@ stability_score_thresh, box_nms_thresh
     )
 
 
-def reference_candidates(
-    image: np.ndarray, model: Any, **settings: Any
-) -> Candidates:
+def reference_candidates(image: np.ndarray, model: Any, **settings: Any) -> Candidates:
     """Candidates from ``mobile_sam.SamAutomaticMaskGenerator`` itself.
 
     The reference the engine is checked against (tests, benchmarks).

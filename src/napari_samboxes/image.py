@@ -55,7 +55,9 @@ def to_rgb8(
     """
     arr = np.asarray(data)
     if arr.dtype.kind == "c":
-        raise ImageError("complex image data cannot be segmented: take abs() or real first")
+        raise ImageError(
+            "complex image data cannot be segmented: take abs() or real first"
+        )
     if arr.dtype.kind not in "biuf":
         raise ImageError(f"image data of type {arr.dtype} is not numeric")
     color = _is_color(arr, rgb)

@@ -35,8 +35,7 @@ WEIGHTS_ENV = "NAPARI_SAMBOXES_WEIGHTS"
 CACHE_ENV = "NAPARI_SAMBOXES_CACHE"
 WEIGHTS_NAME = "mobile_sam.pt"
 WEIGHTS_URL = (
-    "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/"
-    "mobile_sam.pt"
+    "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
 )
 #: xxh128 of the official checkpoint (as recorded by micro-sam's registry).
 WEIGHTS_HASH = "xxh128:8eadbc88aeb9d8c7e0b4b60c3db48bd0"
@@ -233,9 +232,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_model(
-    checkpoint: str | Path | None = None, device: str = "auto"
-) -> SamModel:
+def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> SamModel:
     """Load MobileSAM (vit_t) from a checkpoint file.
 
     Parameters
@@ -271,9 +268,7 @@ def load_model(
     else:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise CheckpointError(
-                f"checkpoint {path} does not exist. {_HOW_TO_GET}"
-            )
+            raise CheckpointError(f"checkpoint {path} does not exist. {_HOW_TO_GET}")
     state = _read_state_dict(path)
     for key, what in _OTHER_SAM.items():
         if key in state:
@@ -304,7 +299,9 @@ def load_model(
     dev = pick_device(device)
     sam.to(dev)
     sam.eval()
-    return SamModel(sam=sam, checkpoint=path, digest=digest, device=dev, official=official)
+    return SamModel(
+        sam=sam, checkpoint=path, digest=digest, device=dev, official=official
+    )
 
 
 def fetch_weights(dest: str | Path | None = None) -> Path:
