@@ -70,6 +70,12 @@ def decoder_gflops(m, img: np.ndarray) -> tuple[float, float]:  # noqa: ANN001
     with torch.inference_mode():
         pred.set_image(img)
         dec = engine._Decoder(m.sam, pred.features)
+        # only the tokens whose 4x4 blocks reach the image, as the engine does
+        ih, iw = pred.input_size
+        dec.valid_tokens = (
+            min(64, -(-(ih // 4 + 1) // 4)),
+            min(64, -(-(iw // 4 + 1) // 4)),
+        )
         pts = engine.point_grid(8, *img.shape[:2])
         coords = torch.as_tensor(pred.transform.apply_coords(pts, img.shape[:2]))
         sparse, _ = m.sam.prompt_encoder(

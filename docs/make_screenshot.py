@@ -36,12 +36,20 @@ def main() -> None:
         app.processEvents()
     c = widget._candidates
     picks = viewer.layers["photo picks"]
-    for label, i in (("cup", len(c) // 2), ("saucer", len(c) - 3)):
+    h, w = viewer.layers["photo"].data.shape[:2]
+    # two medium-sized candidates in the middle of the photo
+    mid = np.abs((c.boxes[:, 0] + c.boxes[:, 2]) / 2 - w / 2) + np.abs(
+        (c.boxes[:, 1] + c.boxes[:, 3]) / 2 - h / 2
+    )
+    medium = np.flatnonzero((c.areas > 0.02 * h * w) & (c.areas < 0.08 * h * w))
+    chosen = medium[np.argsort(mid[medium])][[0, 3]]
+    for label, i in zip(("cup", "saucer"), chosen):
         x0, y0, x1, y1 = c.boxes[i]
         widget.box_label.value = label
         for fx, fy in ((0.45, 0.45), (0.55, 0.55)):
             picks.add(np.array([y0 + fy * (y1 - y0), x0 + fx * (x1 - x0)]))
     picks.add(np.array([200.0, 300.0]))  # one pending pick, shown in red
+    viewer.reset_view()
     for _ in range(20):
         app.processEvents()
     out = Path(__file__).with_name("screenshot.png")

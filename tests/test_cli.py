@@ -26,7 +26,9 @@ def test_help_and_bad_arguments():
     assert r.stderr.strip().count("\n") == 0 and "--out" in r.stderr
 
 
-def test_propose_writes_box_tables_and_reports_bad_files(tmp_path, photo, structured_ckpt, structured_model, capsys):
+def test_propose_writes_box_tables_and_reports_bad_files(
+    tmp_path, photo, structured_ckpt, structured_model, capsys
+):
     import imageio.v3 as iio
 
     from napari_samboxes import propose_boxes
@@ -36,12 +38,29 @@ def test_propose_writes_box_tables_and_reports_bad_files(tmp_path, photo, struct
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "out"
-    rc = main(["propose", str(good), str(bad), str(tmp_path / "missing.png"), "--out", str(out),
-               "--points-per-side", "2", "--checkpoint", str(structured_ckpt), "--device", "cpu",
-               "--cache", str(tmp_path / "cache")])
+    rc = main(
+        [
+            "propose",
+            str(good),
+            str(bad),
+            str(tmp_path / "missing.png"),
+            "--out",
+            str(out),
+            "--points-per-side",
+            "2",
+            "--checkpoint",
+            str(structured_ckpt),
+            "--device",
+            "cpu",
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
-    assert "broken.png" in err and "missing.png" in err and "2 of 3 images failed" in err
+    assert (
+        "broken.png" in err and "missing.png" in err and "2 of 3 images failed" in err
+    )
     t = read_box_table(out / "photo.csv")
     want = propose_boxes(photo, structured_model, points_per_side=2)
     assert len(t) == len(want) > 0
@@ -50,18 +69,41 @@ def test_propose_writes_box_tables_and_reports_bad_files(tmp_path, photo, struct
 
 
 def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
-    rc = main(["propose", "a.png", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "no.pt")])
+    rc = main(
+        [
+            "propose",
+            "a.png",
+            "--out",
+            str(tmp_path),
+            "--checkpoint",
+            str(tmp_path / "no.pt"),
+        ]
+    )
     assert rc == 1
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_corrupt_cache_entry_is_recomputed_and_overwritten(tmp_path, photo, structured_ckpt, capsys):
+def test_corrupt_cache_entry_is_recomputed_and_overwritten(
+    tmp_path, photo, structured_ckpt, capsys
+):
     import imageio.v3 as iio
 
     img = tmp_path / "p.png"
     iio.imwrite(img, photo)
-    args = ["propose", str(img), "--out", str(tmp_path / "o"), "--points-per-side", "2",
-            "--checkpoint", str(structured_ckpt), "--device", "cpu", "--cache", str(tmp_path / "c")]
+    args = [
+        "propose",
+        str(img),
+        "--out",
+        str(tmp_path / "o"),
+        "--points-per-side",
+        "2",
+        "--checkpoint",
+        str(structured_ckpt),
+        "--device",
+        "cpu",
+        "--cache",
+        str(tmp_path / "c"),
+    ]
     assert main(args) == 0
     first = (tmp_path / "o" / "p.csv").read_text()
     (entry,) = (tmp_path / "c").glob("*.npz")

@@ -245,7 +245,9 @@ def test_box_table_and_napari_csv_round_trips(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(np.array(again.data), np.array(layer.data))
 
 
-def test_widget_uses_results_precomputed_by_the_cli(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch):
+def test_widget_uses_results_precomputed_by_the_cli(
+    make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch
+):
     import imageio.v3 as iio
 
     from napari_samboxes import engine
@@ -254,15 +256,34 @@ def test_widget_uses_results_precomputed_by_the_cli(make_napari_viewer, photo, s
     path = tmp_path / "photo.png"
     iio.imwrite(path, photo)
     cache = tmp_path / "cache"
-    assert main(["propose", str(path), "--out", str(tmp_path / "out"), "--points-per-side", str(PPS),
-                 "--checkpoint", str(structured_ckpt), "--cache", str(cache)]) == 0
+    assert (
+        main(
+            [
+                "propose",
+                str(path),
+                "--out",
+                str(tmp_path / "out"),
+                "--points-per-side",
+                str(PPS),
+                "--checkpoint",
+                str(structured_ckpt),
+                "--cache",
+                str(cache),
+            ]
+        )
+        == 0
+    )
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path))
     widget = SamBoxesWidget(viewer, cache=CandidateCache(cache))
     viewer.window.add_dock_widget(widget)
     widget.checkpoint.value = str(structured_ckpt)
     widget.points_per_side.value = PPS
-    monkeypatch.setattr(engine, "iter_raw_batches", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model ran")))
+    monkeypatch.setattr(
+        engine,
+        "iter_raw_batches",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("model ran")),
+    )
     run_and_wait(widget, qtbot)
     assert widget.status.value.endswith("(from cache)")
     assert len(viewer.layers["photo candidates"].data) > 0

@@ -264,15 +264,7 @@ class SamBoxesWidget(Container):
             layer = self._viewer.add_points(
                 ndim=image.ndim,
                 name=name,
-                size=max(
-                    3.0,
-                    0.01
-                    * max(
-                        image.data.shape[-2:]
-                        if not image.rgb
-                        else image.data.shape[-3:-1]
-                    ),
-                ),
+                size=max(3.0, 0.01 * float(np.ptp(image.extent.data[:, -2:], 0).max())),
                 face_color="red",
                 **self._geometry(image),
             )

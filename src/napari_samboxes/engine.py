@@ -360,7 +360,9 @@ class _Decoder:
         self._up_weights = (
             conv1.weight.permute(0, 2, 3, 1).reshape(cin, -1).contiguous(),
             conv1.bias.repeat(4),
-            conv2.weight.permute(0, 2, 3, 1).reshape(conv2.weight.shape[0], -1).contiguous(),
+            conv2.weight.permute(0, 2, 3, 1)
+            .reshape(conv2.weight.shape[0], -1)
+            .contiguous(),
             conv2.bias.repeat(4),
         )
         self.valid_tokens = self.hw  # set by the caller to skip padding
@@ -518,7 +520,9 @@ class _Decoder:
             m = torch.bmm(x, hyper.transpose(1, 2))  # B, tokens*16, 3
             # (y, x, di, dj, di2, dj2) -> rows 4y + 2di + di2, cols 4x + 2dj + dj2
             m = m.view(b, r1 - r0, nc, 2, 2, 2, 2, 3).permute(0, 7, 1, 3, 5, 2, 4, 6)
-            out[:, :, 4 * r0 : 4 * r1, : 4 * nc] = m.reshape(b, 3, 4 * (r1 - r0), 4 * nc)
+            out[:, :, 4 * r0 : 4 * r1, : 4 * nc] = m.reshape(
+                b, 3, 4 * (r1 - r0), 4 * nc
+            )
         return out
 
     # -- forward -----------------------------------------------------------
