@@ -41,7 +41,7 @@ def test_round_trip(tmp_path, n_slice):
 def test_empty_table_is_header_only(tmp_path):
     p = tmp_path / "e.csv"
     write_box_table(p, BoxTable())
-    assert p.read_text() == "label,x_min,y_min,x_max,y_max,score\n"
+    assert p.read_bytes() == b"label,x_min,y_min,x_max,y_max,score\r\n"
     assert len(read_box_table(p)) == 0
 
 
@@ -59,7 +59,7 @@ def test_reader_declines_other_csv(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("label,x_min,y_min,x_max,score\n", "missing: y_max"),
+        ("label,x_min,y_min,x_max,score\n", "line 1: missing column.*y_max"),
         (
             "label,x_min,y_min,x_max,y_max,score\na,1,2,x,4,0.5\n",
             "line 2: x_max is not a number",
@@ -78,6 +78,50 @@ def test_errors_name_file_and_line(tmp_path, text, match):
     with pytest.raises(BoxTableError, match=match) as e:
         read_box_table(p)
     assert "bad.csv" in str(e.value)
+
+
+def test_extra_columns_are_ignored_and_order_is_free(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("note,score,y_max,x_max,y_min,x_min,label,axis-0\nhi,0.5,4,3,2,1,cat,7\n")
+    t = read_box_table(p)
+    assert t.labels == ["cat"] and t.boxes.tolist() == [[1, 2, 3, 4]]
+    assert t.scores.tolist() == [0.5] and t.slices.tolist() == [[7]]
+
+
+def test_negative_and_out_of_image_coordinates_are_kept(tmp_path):
+    # the table knows no image: boxes partly outside it are legitimate
+    p = tmp_path / "n.csv"
+    p.write_text("label,x_min,y_min,x_max,y_max,score\ncat,-5,-2.5,1e6,4,\n")
+    assert read_box_table(p).boxes.tolist() == [[-5, -2.5, 1e6, 4]]
+
+
+def test_100k_rows(tmp_path):
+    n = 100_000
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1000, (n, 2)).round(2)
+    t = BoxTable(labels=[f"c{i % 7}" for i in range(n)], boxes=np.hstack([xy, xy + 5]),
+                 scores=rng.random(n).round(4), slices=np.zeros((n, 0)))
+    p = tmp_path / "big.csv"
+    write_box_table(p, t)
+    back = read_box_table(p)
+    assert len(back) == n and back.labels[-1] == t.labels[-1]
+    np.testing.assert_array_equal(back.boxes, t.boxes)
+
+
+def test_read_only_folder_keeps_previous_file(tmp_path, monkeypatch):
+    import tempfile
+
+    p = tmp_path / "keep.csv"
+    write_box_table(p, table())
+    before = p.read_bytes()
+
+    def denied(*a, **k):  # what a read-only folder answers (root ignores modes)
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError):
+        write_box_table(p, BoxTable())
+    assert p.read_bytes() == before
 
 
 def test_bom_and_windows_line_endings(tmp_path):

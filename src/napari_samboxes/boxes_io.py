@@ -93,7 +93,8 @@ def write_box_table(path: str | Path, table: BoxTable) -> Path:
     """Write a box table atomically; an empty table gives a header-only file."""
     n_slice = table.slices.shape[1] if table.slices.ndim == 2 else 0
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends; a label holding a line break is then quoted
+    w = csv.writer(buf, lineterminator="\r\n")
     w.writerow([f"axis-{i}" for i in range(n_slice)] + list(BOX_COLUMNS))
     boxes = np.asarray(table.boxes, dtype=np.float64).reshape(-1, 4)
     for i, label in enumerate(table.labels):
@@ -103,15 +104,18 @@ def write_box_table(path: str | Path, table: BoxTable) -> Path:
 
 
 def _header(first_line: str) -> list[str] | None:
+    """The header's column names if it claims to be a box table.
+
+    A box table's header names ``label`` and at least one coordinate column;
+    other columns are allowed (ignored). Anything else (napari's own shapes
+    CSV, say) is not a box table.
+    """
     try:
         row = next(csv.reader([first_line]))
     except (csv.Error, StopIteration):
         return None
     row = [c.strip() for c in row]
-    n = len(row) - len(BOX_COLUMNS)
-    if n < 0 or tuple(row[n:]) != BOX_COLUMNS:
-        return None
-    if not all(_SLICE_COL.match(c) for c in row[:n]):
+    if "label" not in row or not any(c in row for c in BOX_COLUMNS[1:5]):
         return None
     return row
 
@@ -133,56 +137,72 @@ def read_box_table(path: str | Path) -> BoxTable:
     """Read a box table; errors name the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()  # newline="": quoted line breaks in labels survive
     except UnicodeDecodeError as e:
         raise BoxTableError(f"{path}: not UTF-8 text ({e})") from e
     if not text.strip():
         raise BoxTableError(f"{path}: the file is empty (expected a header line)")
     rows = csv.reader(io.StringIO(text, newline=""))
-    header = next(rows)
-    cols = _header(",".join(f'"{c}"' for c in header))
-    if cols is None:
-        missing = [c for c in BOX_COLUMNS if c not in [h.strip() for h in header]]
+    header = [c.strip() for c in next(rows)]
+    if _header(",".join(f'"{c}"' for c in header)) is None:
         raise BoxTableError(
             f"{path}, line 1: not a box table header; expected "
             f"{','.join(BOX_COLUMNS)}"
-            + (f" (missing: {', '.join(missing)})" if missing else "")
         )
-    n_slice = len(cols) - len(BOX_COLUMNS)
+    missing = [c for c in BOX_COLUMNS if c != "score" and c not in header]
+    if missing:
+        raise BoxTableError(
+            f"{path}, line 1: missing column(s): {', '.join(missing)} "
+            f"(a box table has {','.join(BOX_COLUMNS)})"
+        )
+    slice_cols = sorted(
+        (int(m.group(1)), i)
+        for i, c in enumerate(header)
+        if (m := _SLICE_COL.match(c))
+    )
+    n_slice = len(slice_cols)
+    where = [i for _, i in slice_cols] + [header.index(c) for c in BOX_COLUMNS[1:5]]
+    names = [header[i] for i in where]
+    i_label = header.index("label")
+    i_score = header.index("score") if "score" in header else None
     labels: list[str] = []
     nums: list[list[float]] = []
     for lineno, row in enumerate(rows, start=2):
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) != len(cols):
+        if len(row) < len(header):
             raise BoxTableError(
-                f"{path}, line {lineno}: {len(row)} fields, expected {len(cols)}"
+                f"{path}, line {lineno}: {len(row)} fields, expected {len(header)}"
             )
         vals: list[float] = []
-        for name, cell in zip(cols, row, strict=True):
-            if name == "label":
-                continue
-            cell = cell.strip()
-            if name == "score" and cell == "":
-                vals.append(float("nan"))
-                continue
+        for name, i in zip(names, where, strict=True):
+            cell = row[i].strip()
             try:
                 v = float(cell)
             except ValueError:
                 raise BoxTableError(
                     f"{path}, line {lineno}: {name} is not a number: {cell!r}"
                 ) from None
-            if not np.isfinite(v) and name != "score":
+            if not np.isfinite(v):
                 raise BoxTableError(f"{path}, line {lineno}: {name} is {cell!r}")
             vals.append(v)
+        score = float("nan")
+        if i_score is not None and row[i_score].strip():
+            try:
+                score = float(row[i_score])
+            except ValueError:
+                raise BoxTableError(
+                    f"{path}, line {lineno}: score is not a number: {row[i_score]!r}"
+                ) from None
         x0, y0, x1, y1 = vals[n_slice : n_slice + 4]
         if x0 > x1 or y0 > y1:
             raise BoxTableError(
                 f"{path}, line {lineno}: x_min > x_max or y_min > y_max "
                 f"({x0}, {y0}, {x1}, {y1})"
             )
-        labels.append(row[n_slice])
-        nums.append(vals)
+        labels.append(row[i_label])
+        nums.append(vals + [score])
     arr = np.asarray(nums, dtype=np.float64).reshape(-1, n_slice + 5)
     return BoxTable(
         labels=labels,
