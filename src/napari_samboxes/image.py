@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ImageError", "to_rgb8"]
+__all__ = ["MIN_SIDE", "ImageError", "to_rgb8"]
+
+#: Smallest image side accepted (SAM upsamples anything to 1024 pixels).
+MIN_SIDE = 4
 
 
 class ImageError(ValueError):
@@ -68,6 +71,11 @@ def to_rgb8(
         )
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(f"the image is empty (shape {arr.shape})")
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise ImageError(
+            f"the image is {arr.shape[0]} x {arr.shape[1]} pixels; at least "
+            f"{MIN_SIDE} x {MIN_SIDE} is needed to find objects"
+        )
     if color:
         arr = arr[..., :3]
     if arr.dtype == np.uint8 and contrast_limits is None:
