@@ -287,3 +287,181 @@ def test_widget_uses_results_precomputed_by_the_cli(
     run_and_wait(widget, qtbot)
     assert widget.status.value.endswith("(from cache)")
     assert len(viewer.layers["photo candidates"].data) > 0
+
+
+# --- hardening: runs, images, picks -----------------------------------------
+
+
+def notes(monkeypatch):
+    import napari.utils.notifications as nt
+
+    said = {"info": [], "warning": [], "error": []}
+    for k in said:
+        monkeypatch.setattr(nt, f"show_{k}", lambda m, k=k: said[k].append(m))
+    return said
+
+
+def test_exception_in_the_model_keeps_layers(setup, qtbot, monkeypatch):
+    from napari_samboxes import engine
+
+    viewer, image, widget = setup
+    said = notes(monkeypatch)
+    run_and_wait(widget, qtbot)  # a good run first
+    good = [np.array(d) for d in viewer.layers["photo candidates"].data]
+    widget.points_per_side.value = 3  # not cached
+
+    def broken(self, sparse):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(engine._Decoder, "__call__", broken)
+    run_and_wait(widget, qtbot)
+    assert "decoder exploded" in said["error"][0]
+    now = viewer.layers["photo candidates"].data
+    assert len(now) == len(good) and all(np.array_equal(a, b) for a, b in zip(now, good, strict=True))
+
+
+def test_out_of_memory_is_a_message(setup, qtbot, monkeypatch):
+    from napari_samboxes import engine
+
+    viewer, image, widget = setup
+    said = notes(monkeypatch)
+
+    def oom(self, sparse):
+        raise MemoryError("cannot allocate 18 GiB")
+
+    monkeypatch.setattr(engine._Decoder, "__call__", oom)
+    run_and_wait(widget, qtbot)
+    assert "out of memory" in said["error"][0] and "256 x 192" in said["error"][0]
+    assert "photo candidates" not in viewer.layers
+
+
+@pytest.mark.parametrize("what", ["removed", "replaced"])
+def test_image_removed_or_replaced_during_run(setup, qtbot, monkeypatch, what):
+    viewer, image, widget = setup
+    said = notes(monkeypatch)
+    widget._points_per_batch = 1
+    widget.run.native.click()
+    if what == "removed":
+        viewer.layers.remove(image)
+    else:
+        image.data = np.zeros_like(image.data)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)
+    assert said["warning"] and ("removed" in said["warning"][0] or "changed" in said["warning"][0])
+    assert "photo candidates" not in viewer.layers
+
+
+def test_viewer_closed_during_run(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = PPS
+    widget._points_per_batch = 1
+    widget.run.native.click()
+    worker = widget._worker
+    done = []
+    worker.finished.connect(lambda: done.append(1))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(done), timeout=TIMEOUT)  # stops, no hang
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 50), (2, 3, 40, 50), (2, 2, 3, 40, 50)])
+def test_stacks_use_the_current_slice(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, shape):
+    viewer = make_napari_viewer()
+    stack = np.zeros(shape, np.uint8)
+    lead = tuple(s - 1 for s in shape[:-2])
+    stack[lead] = photo[:40, :50, 0]
+    image = viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(range(len(lead)), lead)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = 2
+    run_and_wait(widget, qtbot)
+    cand = viewer.layers["stack candidates"]
+    assert cand.ndim == len(shape) and len(cand.data) > 0
+    assert all(np.array_equal(d[0, :-2], lead) for d in cand.data)
+    picks = viewer.layers["stack picks"]
+    b = widget._candidates.boxes[0]
+    picks.add(np.array([[*lead, b[1], b[0]], [*lead, b[3], b[2]]], float))
+    boxes = viewer.layers["stack boxes"]
+    assert len(boxes.data) == 1 and np.array_equal(boxes.data[0][0, :-2], lead)
+    assert image.ndim == len(shape)
+
+
+def test_multiscale_uses_a_level_that_fits_and_scales_boxes(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch, structured_model):
+    import napari_samboxes._widget as w
+
+    monkeypatch.setattr(w, "MAX_LEVEL_SIDE", 300)
+    big = np.repeat(np.repeat(photo, 2, 0), 2, 1)  # 384 x 512: too big
+    viewer = make_napari_viewer()
+    viewer.add_image([big, photo], name="ms", rgb=True, multiscale=True)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = 2
+    run_and_wait(widget, qtbot)
+    small = propose_boxes(photo, structured_model, points_per_side=2)
+    got = layer_boxes(viewer.layers["ms candidates"])
+    want = small.boxes.copy()
+    want[:, :2] *= 2
+    want[:, 2:] = (want[:, 2:] + 1) * 2 - 1
+    np.testing.assert_allclose(got, want)
+
+
+def test_rgb_data_with_rgb_false_warns(make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(photo, name="p", rgb=False)
+    said = notes(monkeypatch)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path))
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = 2
+    widget.run.native.click()
+    assert "rgb=False" in said["warning"][0]
+    # the current slice of 256 x 3 pixels is then refused, clearly
+    assert "at least 4 x 4" in said["error"][0] and widget._worker is None
+
+
+def test_no_image_layer_is_a_clear_error(make_napari_viewer, structured_ckpt, monkeypatch, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_points([[1, 1]])
+    said = notes(monkeypatch)
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path))
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.run.native.click()
+    assert "image layer" in said["error"][0] and widget._worker is None
+
+
+def test_pick_edge_cases(setup, qtbot, monkeypatch):
+    viewer, image, widget = setup
+    run_and_wait(widget, qtbot)
+    said = notes(monkeypatch)
+    picks = viewer.layers["photo picks"]
+    c = widget._candidates
+    # outside the image
+    picks.add(np.array([[-20.0, 5.0], [10.0, 10.0]]))
+    assert "outside" in said["info"][-1] and "photo boxes" not in viewer.layers
+    # two points on the same pixel: the smallest box holding that pixel
+    x0, y0, x1, y1 = c.boxes[0]
+    p = [(y0 + y1) / 2, (x0 + x1) / 2]
+    picks.add(p)
+    picks.add(p)
+    boxes = viewer.layers["photo boxes"]
+    assert len(boxes.data) == 1
+    assert select_box(c, [[p[1], p[0]]]) is not None
+    # three points pasted at once: the smallest box holding all three
+    pts = np.array([[y0, x0], [y1, x1], [(y0 + y1) / 2, x0]])
+    picks.data = pts
+    picks.events.data(value=picks.data, action="added", data_indices=(0, 1, 2), vertex_indices=((),))
+    assert len(boxes.data) == 2 and len(picks.data) == 0
+    # boxes layer deleted by the user: recreated on the next pick
+    viewer.layers.remove(boxes)
+    picks.add(p)
+    picks.add(p)
+    assert len(viewer.layers["photo boxes"].data) == 1
+    # picks layer deleted: recreated by the next run (served from the cache)
+    viewer.layers.remove(viewer.layers["photo picks"])
+    run_and_wait(widget, qtbot)
+    assert "photo picks" in viewer.layers

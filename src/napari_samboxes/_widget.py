@@ -45,6 +45,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SamBoxesWidget"]
 
 POINTS_PER_BATCH = 64
+#: Multiscale images: the finest level whose longest side is at most this.
+MAX_LEVEL_SIDE = 4096
+
+
+class RunError(Exception):
+    """A failure inside a run, as the worker reports it.
+
+    superqt's generator worker takes a ``RuntimeError`` raised by the
+    generator for "the worker was deleted" and stops without any signal, so
+    runtime errors from torch are re-raised as this type.
+    """
 
 
 def _candidate_run(
@@ -57,6 +68,38 @@ def _candidate_run(
     cache: CandidateCache,
 ) -> Any:
     """Worker body (runs in a thread): yields the model, then raw batches."""
+    try:
+        return (
+            yield from _candidate_steps(
+                rgb8,
+                checkpoint,
+                device,
+                points_per_side,
+                points_per_batch,
+                model,
+                cache,
+            )
+        )
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+            h, w = rgb8.shape[:2]
+            raise RunError(
+                f"out of memory while segmenting the {w} x {h} image ({e}). "
+                "Close other programs, use the CPU device, or segment a "
+                "downscaled copy."
+            ) from e
+        raise RunError(str(e)) from e
+
+
+def _candidate_steps(
+    rgb8: np.ndarray,
+    checkpoint: str,
+    device: str,
+    points_per_side: int,
+    points_per_batch: int,
+    model: SamModel | None,
+    cache: CandidateCache,
+) -> Any:
     from . import engine
     from .model import load_model
 
@@ -70,7 +113,10 @@ def _candidate_run(
         return raw
     parts: list[RawMasks] = []
     for bi, n, part in engine.iter_raw_batches(
-        rgb8, model, points_per_side=points_per_side, points_per_batch=points_per_batch
+        rgb8,
+        model,
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
     ):
         parts.append(part)
         yield ("batch", bi, n, part)
@@ -104,6 +150,10 @@ class SamBoxesWidget(Container):
         self._candidates = Candidates.empty()
         self._cand_layer_name: str | None = None
         self._cand_image: Any = None  # the image layer the candidates belong to
+        self._cand_scale = (1.0, 1.0)
+        self._pending_scale = (1.0, 1.0)
+        self._abort_reason = ""
+        self._closed = False
         self._run_image: Any = None
         self._cand_slice: tuple[int, ...] = ()
         self._snapshot: tuple[Any, ...] | None = None
@@ -180,6 +230,8 @@ class SamBoxesWidget(Container):
         layers = self._viewer.layers
         layers.events.inserted.connect(self._reset_images)
         layers.events.removed.connect(self._reset_images)
+        layers.events.removed.connect(self._on_layer_removed)
+        self.native.destroyed.connect(self._on_closed)
         layers.selection.events.active.connect(self._on_active_layer)
 
     def _image_choices(self, _: Any = None) -> list[tuple[str, Any]]:
@@ -301,19 +353,51 @@ class SamBoxesWidget(Container):
     # running
     def _current_plane(
         self, image: napari.layers.Image
-    ) -> tuple[np.ndarray, tuple[int, ...]]:
+    ) -> tuple[np.ndarray, tuple[int, ...], tuple[float, float]]:
+        """The plane to segment, its slice index, and its (x, y) scale to
+        level-0 pixels (multiscale data: the finest level that fits)."""
         data = image.data
+        scale = (1.0, 1.0)
         if getattr(image, "multiscale", False):
-            data = data[0]
+            levels = list(data)
+            chosen = levels[-1]
+            for lvl in levels:
+                hw = lvl.shape[-3:-1] if image.rgb else lvl.shape[-2:]
+                if max(hw) <= MAX_LEVEL_SIDE:
+                    chosen = lvl
+                    break
+            full = levels[0].shape
+            sh = (-3, -2) if image.rgb else (-2, -1)
+            scale = (
+                full[sh[1]] / chosen.shape[sh[1]],
+                full[sh[0]] / chosen.shape[sh[0]],
+            )
+            data = chosen
         n_lead = image.ndim - 2
         if n_lead <= 0:
-            return np.asarray(data), ()
+            return np.asarray(data), (), scale
         point = image.world_to_data(self._viewer.dims.point[-image.ndim :])
         shape = data.shape
         idx = tuple(
             int(np.clip(round(float(point[i])), 0, shape[i] - 1)) for i in range(n_lead)
         )
-        return np.asarray(data[idx]), idx
+        return np.asarray(data[idx]), idx, scale
+
+    def _filtered(self) -> Candidates:
+        """Candidates of the raw results at the current thresholds, in the
+        image layer's (level-0) pixel coordinates."""
+        assert self._raw is not None
+        c = self._raw.candidates(*self._thresholds())
+        sx, sy = self._cand_scale
+        if (sx, sy) != (1.0, 1.0) and len(c):
+            b = c.boxes.copy()
+            # pixel i of the level covers level-0 pixels i*s .. (i+1)*s - 1
+            b[:, 0] *= sx
+            b[:, 1] *= sy
+            b[:, 2] = (b[:, 2] + 1) * sx - 1
+            b[:, 3] = (b[:, 3] + 1) * sy - 1
+            c = Candidates(b, c.areas, c.scores, c.stability, c.points)
+        return c
 
     def _thresholds(self) -> tuple[float, float, float]:
         return (
@@ -340,8 +424,17 @@ class SamBoxesWidget(Container):
                 "'Download weights'."
             )
             return
+        shape0 = (image.data[0] if image.multiscale else image.data).shape
+        if not image.rgb and image.ndim >= 3 and shape0[-1] in (3, 4):
+            from napari.utils.notifications import show_warning
+
+            show_warning(
+                f"SAM boxes: '{image.name}' looks like colour data but its layer "
+                "has rgb=False; segmenting the current 2D slice. Open it with "
+                "rgb=True to segment it in colour."
+            )
         try:
-            plane, idx = self._current_plane(image)
+            plane, idx, scale = self._current_plane(image)
             rgb8 = to_rgb8(plane, image.contrast_limits, image.rgb)
         except ValueError as e:
             show_error(f"SAM boxes: {e}")
@@ -363,10 +456,14 @@ class SamBoxesWidget(Container):
             self._raw,
             self._candidates,
             self._cand_slice,
+            self._cand_scale,
         )
         self._raw_parts = []
         self._run_image = image
         self._pending_slice = idx
+        self._pending_scale = scale
+        self._abort_reason = ""
+        image.events.data.connect(self._on_run_image_data)
         self._pending_key = mkey
 
         worker = thread_worker(
@@ -387,6 +484,8 @@ class SamBoxesWidget(Container):
         worker.start()
 
     def _on_yielded(self, msg: tuple[Any, ...]) -> None:
+        if self._closed or self._abort_reason:
+            return
         kind = msg[0]
         if kind == "model":
             self._model = msg[1]
@@ -410,10 +509,13 @@ class SamBoxesWidget(Container):
         self._raw = raw
         self._cand_image = self._run_image
         self._cand_slice = self._pending_slice
-        self._candidates = raw.candidates(*self._thresholds())
+        self._cand_scale = self._pending_scale
+        self._candidates = self._filtered()
         self._show_candidates()
 
     def _on_returned(self, raw: RawMasks) -> None:
+        if self._closed:
+            return
         self._set_raw(raw)
         self._snapshot = None
         if not self.status.value.endswith("(from cache)"):
@@ -422,9 +524,10 @@ class SamBoxesWidget(Container):
     def _restore(self) -> None:
         if self._snapshot is None:
             return
-        cand_image, name, existed, data, raw, cands, sl = self._snapshot
+        cand_image, name, existed, data, raw, cands, sl, sc = self._snapshot
         self._snapshot = None
         self._raw, self._candidates, self._cand_slice = raw, cands, sl
+        self._cand_scale = sc
         self._cand_image = cand_image
         layer = self._layer(f"{name} candidates")
         if layer is None:
@@ -441,18 +544,56 @@ class SamBoxesWidget(Container):
     def _on_errored(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
 
+        if self._closed:
+            return
         self._restore()
         self.status.value = f"error: {exc}"
         show_error(f"SAM boxes: {exc}")
 
     def _on_aborted(self) -> None:
+        if self._closed:
+            return
         self._restore()
-        self.status.value = "cancelled"
+        if self._abort_reason:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"SAM boxes: run stopped: {self._abort_reason}.")
+            self.status.value = f"stopped: {self._abort_reason}"
+        else:
+            self.status.value = "cancelled"
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._run_image is not None:
+            try:
+                self._run_image.events.data.disconnect(self._on_run_image_data)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if self._closed:
+            return
         self.run.enabled = True
         self.cancel.enabled = False
+
+    def _stop(self, reason: str) -> None:
+        if self._worker is not None:
+            self._abort_reason = reason
+            self._worker.quit()
+
+    def _on_run_image_data(self, event: Any = None) -> None:
+        self._stop("the image data changed during the run; candidates discarded")
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = event.value
+        if layer is self._run_image and self._worker is not None:
+            self._stop(f"the image layer '{layer.name}' was removed")
+        if layer is self._picks_layer:
+            self._picks_layer = None  # recreated by the next run
+
+    def _on_closed(self, *args: Any) -> None:
+        """The viewer (and this widget) closes: stop the worker at once."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.quit()
 
     def _on_cancel(self, event: Any = None) -> None:
         if self._worker is not None:
@@ -462,7 +603,7 @@ class SamBoxesWidget(Container):
     def _on_thresholds(self, event: Any = None) -> None:
         if self._raw is None or self._cand_layer_name is None:
             return
-        self._candidates = self._raw.candidates(*self._thresholds())
+        self._candidates = self._filtered()
         self._show_candidates()
         self.status.value = f"{len(self._candidates)} candidates"
 
@@ -528,6 +669,12 @@ class SamBoxesWidget(Container):
                 )
                 return
         xy = pts[:, [-1, -2]]
+        lo = image.extent.data[0, -2:]
+        hi = image.extent.data[1, -2:]
+        rc = pts[:, -2:]
+        if np.any(rc < lo - 0.5) or np.any(rc > hi + 0.5):
+            show_info("SAM boxes: a point lies outside the image; pick again.")
+            return
         idx = select_box(self._candidates, xy)
         if idx is None:
             show_info("SAM boxes: no candidate box contains both points.")

@@ -147,8 +147,7 @@ def read_box_table(path: str | Path) -> BoxTable:
     header = [c.strip() for c in next(rows)]
     if _header(",".join(f'"{c}"' for c in header)) is None:
         raise BoxTableError(
-            f"{path}, line 1: not a box table header; expected "
-            f"{','.join(BOX_COLUMNS)}"
+            f"{path}, line 1: not a box table header; expected {','.join(BOX_COLUMNS)}"
         )
     missing = [c for c in BOX_COLUMNS if c != "score" and c not in header]
     if missing:
@@ -157,9 +156,7 @@ def read_box_table(path: str | Path) -> BoxTable:
             f"(a box table has {','.join(BOX_COLUMNS)})"
         )
     slice_cols = sorted(
-        (int(m.group(1)), i)
-        for i, c in enumerate(header)
-        if (m := _SLICE_COL.match(c))
+        (int(m.group(1)), i) for i, c in enumerate(header) if (m := _SLICE_COL.match(c))
     )
     n_slice = len(slice_cols)
     where = [i for _, i in slice_cols] + [header.index(c) for c in BOX_COLUMNS[1:5]]
