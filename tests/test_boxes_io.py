@@ -149,3 +149,14 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         write_box_table(p, BoxTable())
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["keep.csv"]  # no temp left
+
+
+def test_writer_of_an_empty_layer_writes_a_header(tmp_path):
+    import pandas as pd
+
+    from napari_samboxes._writer import write_box_table_layer
+
+    p = tmp_path / "empty.csv"
+    write_box_table_layer(str(p), [], {"features": pd.DataFrame({"label": [], "score": []})})
+    assert p.read_bytes() == b"label,x_min,y_min,x_max,y_max,score\r\n"
+    assert len(read_box_table(p)) == 0

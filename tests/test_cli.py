@@ -113,3 +113,12 @@ def test_corrupt_cache_entry_is_recomputed_and_overwritten(
     assert (tmp_path / "o" / "p.csv").read_text() == first
     with np.load(entry) as z:  # overwritten with a valid entry
         assert len(z["areas"]) == 12
+
+
+def test_outputs_never_overwrite_inputs(tmp_path, structured_ckpt, capsys):
+    inp = tmp_path / "scan.csv"  # an input that is where its output would go
+    inp.write_text("keep me")
+    rc = main(["propose", str(inp), "--out", str(tmp_path), "--checkpoint", str(structured_ckpt),
+               "--device", "cpu", "--points-per-side", "1"])
+    assert rc == 1 and inp.read_text() == "keep me"
+    assert "would overwrite" in capsys.readouterr().err

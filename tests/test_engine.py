@@ -127,3 +127,13 @@ def test_grayscale_and_uint16_inputs(structured_model, photo):
     gray16 = (photo.mean(-1) * 257).astype(np.uint16)
     c = propose_boxes(gray16, structured_model, points_per_side=2)
     assert len(c) > 0 and c.boxes.max() <= max(photo.shape)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 3), (15, 12), (10, 3000, 3), (3000, 10)])
+def test_tiny_and_extreme_aspect_images(structured_model, shape):
+    img = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
+    c = propose_boxes(img, structured_model, points_per_side=1, pred_iou_thresh=0, stability_score_thresh=0)
+    h, w = shape[:2]
+    assert len(c) > 0
+    assert (c.boxes[:, [0, 2]] <= w - 1).all() and (c.boxes[:, [1, 3]] <= h - 1).all()
+    assert (c.boxes >= 0).all()

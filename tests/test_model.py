@@ -91,3 +91,29 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_model(p)
     assert not marker.exists(), "the payload ran"
+
+
+def test_other_hash_is_allowed_with_a_warning(tmp_path, structured_ckpt):
+    p = tmp_path / "mobile_sam.pt"
+    p.write_bytes(Path(structured_ckpt).read_bytes())
+    with pytest.warns(UserWarning, match="not the official MobileSAM checkpoint"):
+        m = load_model(p, device="cpu")
+    assert not m.official
+
+
+@pytest.mark.parametrize("how", ["interrupted", "wrong-hash"])
+def test_failed_download_leaves_no_file(tmp_path, monkeypatch, how):
+    import pooch
+
+    from napari_samboxes import fetch_weights
+
+    def fake(self, url, output_file, pooch_obj, check_only=False):
+        with open(output_file, "wb") as f:
+            f.write(b"\x80\x02half a checkpoint" * 1000)
+        if how == "interrupted":
+            raise ConnectionError("connection reset halfway")
+
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", fake)
+    with pytest.raises((ConnectionError, ValueError)):
+        fetch_weights(tmp_path)
+    assert list(tmp_path.iterdir()) == []

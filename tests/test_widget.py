@@ -465,3 +465,17 @@ def test_pick_edge_cases(setup, qtbot, monkeypatch):
     viewer.layers.remove(viewer.layers["photo picks"])
     run_and_wait(widget, qtbot)
     assert "photo picks" in viewer.layers
+
+
+def test_pick_while_candidates_stream(setup, qtbot):
+    viewer, image, widget = setup
+    widget._points_per_batch = 1  # 16 batches
+    widget.run.native.click()
+    qtbot.waitUntil(lambda: len(widget._candidates) > 0, timeout=TIMEOUT)
+    assert widget._worker is not None, "the run ended before a pick could be tried"
+    x0, y0, x1, y1 = widget._candidates.boxes[0]
+    picks = viewer.layers["photo picks"]
+    picks.add([y0, x0])
+    picks.add([y1, x1])
+    assert len(viewer.layers["photo boxes"].data) == 1
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=TIMEOUT)

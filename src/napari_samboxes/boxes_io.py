@@ -120,6 +120,37 @@ def _header(first_line: str) -> list[str] | None:
     return row
 
 
+def _fast_rows(
+    body: list[list[str]],
+    header: list[str],
+    where: list[int],
+    i_label: int,
+    i_score: int | None,
+) -> tuple[list[str], np.ndarray] | None:
+    """Vectorised parse of well-formed rows; None sends the caller to the
+    row-by-row path, which names the offending line."""
+    body = [r for r in body if r and any(c.strip() for c in r)]
+    if any(len(r) < len(header) for r in body):
+        return None
+    try:
+        cols = [[r[i] for i in where] for r in body]
+        arr = np.array(cols, dtype=np.float64).reshape(len(body), len(where))
+        if i_score is None:
+            score = np.full(len(body), np.nan)
+        else:
+            score = np.array(
+                [r[i_score] if r[i_score].strip() else "nan" for r in body], np.float64
+            )
+    except ValueError:
+        return None
+    if not np.isfinite(arr).all():
+        return None
+    n = len(where) - 4
+    if np.any(arr[:, n] > arr[:, n + 2]) or np.any(arr[:, n + 1] > arr[:, n + 3]):
+        return None
+    return [r[i_label] for r in body], np.column_stack([arr, score])
+
+
 def is_box_table(path: str | Path) -> bool:
     """Whether ``path`` is a ``.csv`` file whose header is a box table's."""
     path = Path(path)
@@ -163,9 +194,20 @@ def read_box_table(path: str | Path) -> BoxTable:
     names = [header[i] for i in where]
     i_label = header.index("label")
     i_score = header.index("score") if "score" in header else None
+    body = list(rows)
+    fast = _fast_rows(body, header, where, i_label, i_score)
+    if fast is not None:
+        labels_f, arr_f = fast
+        return BoxTable(
+            labels=labels_f,
+            boxes=arr_f[:, n_slice : n_slice + 4],
+            scores=arr_f[:, n_slice + 4],
+            slices=arr_f[:, :n_slice],
+        )
+    rows_iter = iter(body)
     labels: list[str] = []
     nums: list[list[float]] = []
-    for lineno, row in enumerate(rows, start=2):
+    for lineno, row in enumerate(rows_iter, start=2):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) < len(header):

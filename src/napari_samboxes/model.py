@@ -289,7 +289,7 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Sa
         )
     digest = file_digest(path)
     official = "xxh128:" + digest == WEIGHTS_HASH
-    if not official and path.name == WEIGHTS_NAME:
+    if not official:
         warnings.warn(
             f"{path} is not the official MobileSAM checkpoint (xxh128 "
             f"{digest}); using it as a fine-tuned vit_t.",
