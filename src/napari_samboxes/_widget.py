@@ -58,28 +58,11 @@ class RunError(Exception):
     """
 
 
-def _candidate_run(
-    rgb8: np.ndarray,
-    checkpoint: str,
-    device: str,
-    points_per_side: int,
-    points_per_batch: int,
-    model: SamModel | None,
-    cache: CandidateCache,
-) -> Any:
-    """Worker body (runs in a thread): yields the model, then raw batches."""
+def _candidate_run(rgb8: np.ndarray, *args: Any) -> Any:
+    """Worker body (runs in a thread): :func:`_candidate_steps`, with
+    runtime errors re-raised as :class:`RunError`."""
     try:
-        return (
-            yield from _candidate_steps(
-                rgb8,
-                checkpoint,
-                device,
-                points_per_side,
-                points_per_batch,
-                model,
-                cache,
-            )
-        )
+        return (yield from _candidate_steps(rgb8, *args))
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
             h, w = rgb8.shape[:2]
