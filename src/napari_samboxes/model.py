@@ -34,6 +34,8 @@ __all__ = [
 WEIGHTS_ENV = "NAPARI_SAMBOXES_WEIGHTS"
 CACHE_ENV = "NAPARI_SAMBOXES_CACHE"
 WEIGHTS_NAME = "mobile_sam.pt"
+#: ``weights/mobile_sam.pt`` of a source checkout (src layout).
+CHECKOUT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / WEIGHTS_NAME
 WEIGHTS_URL = (
     "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
 )
@@ -139,7 +141,7 @@ def candidate_paths() -> list[tuple[str, Path]]:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         out.append((f"${WEIGHTS_ENV}", Path(env).expanduser()))
-    checkout = Path(__file__).resolve().parents[2] / "weights" / WEIGHTS_NAME
+    checkout = CHECKOUT_WEIGHTS
     out.append(("the checkout's weights/ folder", checkout))
     out.append(("the user cache", default_cache_dir() / WEIGHTS_NAME))
     return out
