@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_samboxes import propose_boxes, select_box
-from napari_samboxes._layers import shapes_from_boxes
+from napari_samboxes.geometry import shapes_from_boxes
 from napari_samboxes._widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 
@@ -62,7 +62,7 @@ def run_and_wait(widget, qtbot, ticks=None):
 
 
 def layer_boxes(layer):
-    from napari_samboxes._layers import boxes_from_shapes
+    from napari_samboxes.geometry import boxes_from_shapes
 
     return boxes_from_shapes(layer.data)[0]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._layers import shapes_from_boxes
+from .geometry import shapes_from_boxes
 from .boxes_io import is_box_table, read_box_table
 
 BOX_STYLE: dict[str, Any] = {

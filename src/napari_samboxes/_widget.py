@@ -28,7 +28,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ._layers import shapes_from_boxes
+from .geometry import shapes_from_boxes
 from ._reader import BOX_STYLE
 from .cache import CandidateCache, cache_key
 from .engine import Candidates, RawMasks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._layers import table_from_layer_data
+from .geometry import table_from_layer_data
 from .boxes_io import write_box_table
 
 

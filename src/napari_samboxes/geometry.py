@@ -1,4 +1,4 @@
-"""Geometry shared by the reader, writer and widget (numpy only).
+"""Box geometry: box tables <-> napari rectangles (numpy only, no napari).
 
 A box ``x_min..x_max`` (pixel columns, inclusive) is drawn as a napari
 rectangle whose edges lie on the pixel borders: from ``x_min - 0.5`` to
