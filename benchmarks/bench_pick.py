@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_samboxes import Candidates, select_box
-from napari_samboxes.boxes_io import BoxTable, read_box_table, write_box_table
+from napari_samboxes.formats.boxtable import BoxTable, read_box_table, write_box_table
 
 
 def candidates(n: int, rng: np.random.Generator) -> Candidates:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_samboxes.boxes_io import read_box_table
+from napari_samboxes.formats.boxtable import read_box_table
 from napari_samboxes.cli import main
 
 

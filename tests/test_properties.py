@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_samboxes import Candidates, select_box
-from napari_samboxes.boxes_io import BoxTable, read_box_table, write_box_table
+from napari_samboxes.formats.boxtable import BoxTable, read_box_table, write_box_table
 
 coord = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
 box = st.tuples(coord, coord, st.floats(0, 1e3), st.floats(0, 1e3)).map(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .geometry import shapes_from_boxes
-from .boxes_io import is_box_table, read_box_table
+from .formats.boxtable import is_box_table, read_box_table
 
 BOX_STYLE: dict[str, Any] = {
     "shape_type": "rectangle",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .geometry import table_from_layer_data
-from .boxes_io import write_box_table
+from .formats.boxtable import write_box_table
 
 
 def write_box_table_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .boxes_io import BoxTable
+from .formats.boxtable import BoxTable
 
 __all__ = ["boxes_from_shapes", "shapes_from_boxes", "table_from_layer_data"]
 

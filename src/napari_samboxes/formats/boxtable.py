@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
+
 __all__ = [
     "BOX_COLUMNS",
     "BoxTable",
     "BoxTableError",
-    "atomic_write_text",
     "is_box_table",
     "read_box_table",
     "write_box_table",
@@ -58,29 +57,6 @@ class BoxTable:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file, then rename).
-
-    The previous file, if any, is intact whatever fails before the rename.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def _fmt(v: float) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_samboxes._reader import napari_get_reader
-from napari_samboxes.boxes_io import (
+from napari_samboxes.formats.boxtable import (
     BoxTable,
     BoxTableError,
     is_box_table,
