@@ -5,21 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .geometry import shapes_from_boxes
+from ._layers import BOX_STYLE
 from .formats.boxtable import is_box_table, read_box_table
-
-BOX_STYLE: dict[str, Any] = {
-    "shape_type": "rectangle",
-    "edge_color": "yellow",
-    "face_color": "transparent",
-    "edge_width": 2,
-    "text": {
-        "string": "{label}",
-        "anchor": "upper_left",
-        "color": "yellow",
-        "size": 10,
-    },
-}
+from .geometry import shapes_from_boxes
 
 
 def napari_get_reader(path: str | list[str]) -> Any:

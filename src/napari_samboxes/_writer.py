@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .geometry import table_from_layer_data
 from .formats.boxtable import write_box_table
+from .geometry import table_from_layer_data
 
 
 def write_box_table_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -78,9 +78,9 @@ def _read_image(path: Path):  # noqa: ANN202
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .formats.boxtable import BoxTable, write_box_table
     from .cache import CandidateCache, cache_key
     from .engine import RawMasks, iter_raw_batches
+    from .formats.boxtable import BoxTable, write_box_table
     from .image import to_rgb8
     from .model import CheckpointError, load_model
 

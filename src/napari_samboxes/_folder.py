@@ -1,0 +1,179 @@
+"""Folder mode: one image of a folder at a time, autosaved, precomputed.
+
+* One image layer (named after the folder) and one set of candidates,
+  picks and boxes layers are reused from image to image.
+* Showing an image loads its box table (``DIR/annotations``) into the
+  session and starts its run at once (served from the cache when the
+  background precomputation already did it).
+* Every change of the boxes is written within :data:`AUTOSAVE_DELAY_MS`
+  (batched, atomic); leaving an image or closing flushes at once.
+* After a run, the next :data:`PRECOMPUTE_AHEAD` images are computed into
+  the cache in the background, one at a time, stopped when the user moves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._layers import LayerSet
+from .boxes import Boxes
+from .dataset import Dataset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._widget import SamBoxesWidget
+
+__all__ = ["AUTOSAVE_DELAY_MS", "PRECOMPUTE_AHEAD", "FolderMode"]
+
+AUTOSAVE_DELAY_MS = 250
+PRECOMPUTE_AHEAD = 2
+
+
+class FolderMode:
+    """The folder workflow of a widget (see the module docstring)."""
+
+    def __init__(self, widget: SamBoxesWidget, folder: str | Path) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.w = widget
+        self.dataset = Dataset(folder)
+        if len(self.dataset) == 0:
+            raise ValueError(f"{folder}: no images (png, jpg, tif, bmp, gif, webp)")
+        self.index = -1
+        self.image: Any = None
+        self._dirty: dict[Path, Boxes] = {}
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.flush)
+        self._background: Any = None
+        self._after_run: Any = None
+        self.name = Path(folder).resolve().name or "folder"
+        widget.boxes_changed.connect(self._on_boxes_changed)
+        widget.run_finished.connect(self._on_run_finished)
+        widget.box_label.add_classes(self.dataset.classes())
+
+    # -- navigation ----------------------------------------------------------
+    def show(self, index: int) -> None:
+        """Show image ``index`` (clipped), its boxes and its candidates."""
+        index = int(np.clip(index, 0, len(self.dataset) - 1))
+        self.flush()
+        self._stop_background()
+        w = self.w
+        if w.current_run is not None:  # finish leaving first; then come here
+            self._after_run = lambda: self.show(index)
+            w.current_run.stop()
+            return
+        path = self.dataset.images[index]
+        try:
+            data = _read(path)
+        except (OSError, ValueError) as e:
+            w.notify(f"{path.name}: cannot read image: {e}", "error")
+            return
+        self.index = index
+        self._set_image(data)
+        w.session.clear_candidates()
+        w.render_candidates()
+        table = self.dataset.load_boxes(path)
+        boxes = w.session.show_image(str(path), Boxes.from_table(table))
+        w.box_label.add_classes(list(boxes.labels))
+        w.apply_boxes(boxes)
+        self.update_progress()
+        w.viewer.reset_view()
+        w.run.changed.emit(True)  # candidates without pressing Run
+
+    def step(self, delta: int) -> None:
+        """Go ``delta`` images forward or back."""
+        self.show(self.index + delta)
+
+    def next_unannotated(self) -> None:
+        """Go to the next image without boxes (wrapping around)."""
+        self.flush()
+        nxt = self.dataset.next_unannotated(self.index)
+        if nxt is None:
+            self.w.notify("every image of the folder has boxes.")
+        else:
+            self.show(nxt)
+
+    def update_progress(self) -> None:
+        """'image k of N, m annotated' in the widget."""
+        done, n = self.dataset.progress()
+        name = self.dataset.images[self.index].name
+        self.w.folder_progress.value = (
+            f"image {self.index + 1} of {n}, {done} annotated: {name}"
+        )
+
+    def _set_image(self, data: np.ndarray) -> None:
+        w = self.w
+        rgb = data.ndim == 3
+        img = self.image
+        if img is None or img not in w.viewer.layers or bool(img.rgb) != rgb:
+            if img is not None and img in w.viewer.layers:
+                w.viewer.layers.remove(img)
+            img = w.viewer.add_image(data, name=self.name, rgb=rgb)
+            w.viewer.layers.move(w.viewer.layers.index(img), 0)
+            self.image = img
+            w.layers = LayerSet(w.viewer, img, self.name)
+        else:
+            img.data = data
+            img.reset_contrast_limits()
+        w.image.value = img
+
+    # -- autosave ----------------------------------------------------------
+    def _on_boxes_changed(self, boxes: Boxes) -> None:
+        if self.index >= 0:
+            self._dirty[self.dataset.images[self.index]] = boxes
+            self._timer.start(AUTOSAVE_DELAY_MS)
+
+    def flush(self) -> None:
+        """Write every pending change now (atomic writes)."""
+        self._timer.stop()
+        dirty, self._dirty = self._dirty, {}
+        for path, boxes in dirty.items():
+            try:
+                self.dataset.save_boxes(path, boxes.to_table())
+            except OSError as e:
+                self._dirty[path] = boxes  # keep it; try again on the next change
+                self.w.notify(f"could not save {path.name}'s boxes: {e}", "error")
+        if dirty and self.index >= 0:
+            self.update_progress()
+
+    # -- runs and precomputation --------------------------------------------
+    def _on_run_finished(self, outcome: str) -> None:
+        after, self._after_run = self._after_run, None
+        if after is not None:
+            after()
+        elif outcome in ("done", "cached"):
+            self._start_background()
+
+    def _start_background(self) -> None:
+        from napari.qt.threading import thread_worker
+
+        from .pipeline import precompute
+
+        todo = self.dataset.images[self.index + 1 : self.index + 1 + PRECOMPUTE_AHEAD]
+        request = self.w.current_request
+        if not todo or request is None:
+            return
+        worker = thread_worker(precompute, start_thread=False, ignore_errors=True)(
+            todo, request, self.w.cache
+        )
+        self._background = worker
+        worker.start()
+
+    def _stop_background(self) -> None:
+        if self._background is not None:
+            self._background.quit()
+            self._background = None
+
+    def close(self) -> None:
+        """Flush and stop background work."""
+        self.flush()
+        self._stop_background()
+
+
+def _read(path: Path) -> np.ndarray:
+    from .imread import read_image
+
+    return read_image(path)

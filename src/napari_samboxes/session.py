@@ -1,0 +1,344 @@
+"""The annotation session: candidates and boxes of the shown image, undo.
+
+Plain Python (no napari, no Qt): the widget translates layer events into
+calls here and renders what the calls return. Everything a user can do to
+the boxes is an operation on :class:`Session` that returns a
+:class:`Change` (the new boxes and a message), and every change can be
+undone.
+
+* **Candidates.** The committed candidates of the image (raw per-mask
+  results, settings, slice, level scale) and at most one pending run,
+  which streams batches and ends with :meth:`Session.commit` or
+  :meth:`Session.rollback` (the committed candidates come back).
+* **Boxes.** The boxes of each image of the session, each with its own
+  undo history (kept while the user moves between images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .boxes import Boxes
+from .candidates import Candidates, RawMasks
+from .select import containing, select_box
+from .settings import DEFAULTS, Settings
+
+__all__ = ["Change", "CandidateSet", "PickResult", "Session", "UNDO_LEVELS"]
+
+#: Undo levels kept per image.
+UNDO_LEVELS = 200
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an operation did: the boxes after it, and a message for the user."""
+
+    boxes: Boxes
+    message: str = ""
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class PickResult:
+    """The outcome of :meth:`Session.pick`.
+
+    ``change`` is None when nothing was added; ``reason`` then says why.
+    ``span`` is the box the points span (x_min, y_min, x_max, y_max): what
+    a prompt fallback can ask the model for when no candidate holds them.
+    """
+
+    change: Change | None
+    reason: str = ""
+    span: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Raw results of one run and where they belong.
+
+    ``scale`` is the (x, y) size of a segmented pixel in level-0 pixels
+    (multiscale images are segmented at a coarser level).
+    """
+
+    raw: RawMasks
+    slice_index: tuple[int, ...] = ()
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    def filtered(self, settings: Settings) -> Candidates:
+        """Candidates at ``settings``' thresholds, in level-0 pixels."""
+        c = self.raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
+        sx, sy = self.scale
+        if (sx, sy) == (1.0, 1.0) or not len(c):
+            return c
+        b = c.boxes.copy()
+        # pixel i of the level covers level-0 pixels i*s .. (i+1)*s - 1
+        b[:, [0, 2]] = b[:, [0, 2]] * sx + [0.0, sx - 1]
+        b[:, [1, 3]] = b[:, [1, 3]] * sy + [0.0, sy - 1]
+        return Candidates(b, c.areas, c.scores, c.stability, c.points)
+
+
+@dataclass
+class _LastPick:
+    points: np.ndarray  # (K, 2) x, y
+    row: int  # the box it made
+    xyxy: np.ndarray  # that box, to notice later edits
+
+
+@dataclass
+class _ImageBoxes:
+    boxes: Boxes = field(default_factory=Boxes)
+    undo: list[Boxes] = field(default_factory=list)
+    redo: list[Boxes] = field(default_factory=list)
+    last_pick: _LastPick | None = None
+
+
+class Session:
+    """State of an annotation session (see the module docstring).
+
+    Parameters
+    ----------
+    settings : Settings
+        Run settings; thresholds can be changed later.
+    """
+
+    def __init__(self, settings: Settings = DEFAULTS) -> None:
+        self.settings = settings
+        self.committed: CandidateSet | None = None
+        self.pending: CandidateSet | None = None
+        self._pending_parts: list[RawMasks] = []
+        self._candidates = Candidates.empty()
+        self._images: dict[str, _ImageBoxes] = {}
+        self.image_key = ""
+        self._images[""] = _ImageBoxes()
+        #: The image embedding of the last run (for prompts), if known.
+        self.embedding: Any = None
+
+    # ------------------------------------------------------------------
+    # candidates
+    @property
+    def candidates(self) -> Candidates:
+        """The candidates shown: the pending run's so far, else the committed."""
+        return self._candidates
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is pending."""
+        return self.pending is not None
+
+    def begin_run(
+        self, slice_index: Sequence[int] = (), scale: tuple[float, float] = (1.0, 1.0)
+    ) -> None:
+        """Start a pending run (its candidates replace the shown ones as
+        batches arrive); refused while one is pending."""
+        if self.pending is not None:
+            raise RuntimeError("a run is already going; cancel it first")
+        self.pending = CandidateSet(RawMasks.empty(), tuple(slice_index), scale)
+        self._pending_parts = []
+
+    def add_batch(self, part: RawMasks) -> Candidates:
+        """Add one batch of the pending run; returns the candidates so far."""
+        if self.pending is None:
+            raise RuntimeError("no run is pending")
+        self._pending_parts.append(part)
+        return self._set_pending(RawMasks.concat(self._pending_parts))
+
+    def _set_pending(self, raw: RawMasks) -> Candidates:
+        assert self.pending is not None
+        self.pending = CandidateSet(raw, self.pending.slice_index, self.pending.scale)
+        self._candidates = self.pending.filtered(self.settings)
+        return self._candidates
+
+    def commit(self, raw: RawMasks | None = None) -> Candidates:
+        """End the pending run successfully (``raw``: its complete results,
+        e.g. from the cache); its candidates become the committed ones."""
+        if self.pending is None:
+            raise RuntimeError("no run is pending")
+        if raw is not None:
+            self._set_pending(raw)
+        self.committed, self.pending = self.pending, None
+        self._pending_parts = []
+        return self._candidates
+
+    def rollback(self) -> Candidates:
+        """Drop the pending run; the committed candidates are shown again."""
+        self.pending = None
+        self._pending_parts = []
+        return self._refilter()
+
+    def clear_candidates(self) -> None:
+        """Forget all candidates (another image is shown)."""
+        self.pending = None
+        self.committed = None
+        self._pending_parts = []
+        self._candidates = Candidates.empty()
+
+    def set_thresholds(
+        self,
+        pred_iou_thresh: float,
+        stability_score_thresh: float,
+        box_nms_thresh: float,
+    ) -> Candidates:
+        """New thresholds (validated); candidates re-filtered, no model run."""
+        self.settings = self.settings.with_(
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            box_nms_thresh=box_nms_thresh,
+        )
+        return self._refilter()
+
+    def _refilter(self) -> Candidates:
+        current = self.pending or self.committed
+        self._candidates = (
+            current.filtered(self.settings) if current else Candidates.empty()
+        )
+        return self._candidates
+
+    @property
+    def slice_index(self) -> tuple[int, ...]:
+        """The slice of the candidates shown."""
+        current = self.pending or self.committed
+        return current.slice_index if current else ()
+
+    # ------------------------------------------------------------------
+    # images and their boxes
+    def show_image(self, key: str, boxes: Boxes | None = None) -> Boxes:
+        """Make ``key`` the current image. Its boxes and history are kept
+        from an earlier visit; ``boxes`` (from disk) seeds a first visit."""
+        if key not in self._images:
+            self._images[key] = _ImageBoxes(boxes if boxes is not None else Boxes())
+        self.image_key = key
+        return self.boxes
+
+    @property
+    def _img(self) -> _ImageBoxes:
+        return self._images[self.image_key]
+
+    @property
+    def boxes(self) -> Boxes:
+        """The current image's boxes."""
+        return self._img.boxes
+
+    def _apply(self, new: Boxes, message: str = "") -> Change:
+        img = self._img
+        if new == img.boxes:
+            return Change(img.boxes, message, changed=False)
+        img.undo.append(img.boxes)
+        del img.undo[:-UNDO_LEVELS]
+        img.redo.clear()
+        img.boxes = new
+        return Change(new, message)
+
+    def add(
+        self,
+        xyxy: Sequence[float],
+        label: str,
+        score: float = float("nan"),
+        source: str = "hand",
+        slice_index: Sequence[float] = (),
+    ) -> Change:
+        """Add one box."""
+        return self._apply(
+            self.boxes.added(xyxy, label, score, source, slice_index),
+            f"added '{label}'",
+        )
+
+    def delete(self, indices: Sequence[int]) -> Change:
+        """Delete boxes."""
+        return self._apply(self.boxes.without(indices), f"deleted {len(indices)}")
+
+    def relabel(self, indices: Sequence[int], label: str) -> Change:
+        """Give boxes another label."""
+        return self._apply(
+            self.boxes.relabeled(indices, label),
+            f"{len(indices)} box(es) now '{label}'",
+        )
+
+    def replace_all(self, boxes: Boxes, message: str = "edited") -> Change:
+        """Replace the boxes (an edit made in the layer), as one undo step."""
+        return self._apply(boxes, message)
+
+    def undo(self) -> Change:
+        """Undo the last change of the current image."""
+        img = self._img
+        if not img.undo:
+            return Change(img.boxes, "nothing to undo", changed=False)
+        img.redo.append(img.boxes)
+        img.boxes = img.undo.pop()
+        img.last_pick = None
+        return Change(img.boxes, "undone")
+
+    def redo(self) -> Change:
+        """Redo the last undone change."""
+        img = self._img
+        if not img.redo:
+            return Change(img.boxes, "nothing to redo", changed=False)
+        img.undo.append(img.boxes)
+        img.boxes = img.redo.pop()
+        img.last_pick = None
+        return Change(img.boxes, "redone")
+
+    # ------------------------------------------------------------------
+    # picking
+    def preview(self, points_xy: np.ndarray) -> np.ndarray | None:
+        """The box a pick at ``points_xy`` would give (xyxy), or None."""
+        i = select_box(self._candidates, points_xy)
+        return None if i is None else self._candidates.boxes[i]
+
+    def pick(
+        self, points_xy: np.ndarray, label: str, slice_index: Sequence[int] = ()
+    ) -> PickResult:
+        """Add the smallest candidate containing every point (x, y)."""
+        pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        span = (*pts.min(axis=0), *pts.max(axis=0))
+        if len(self._candidates) == 0:
+            return PickResult(None, "no candidates yet; press Run first", span)
+        if tuple(int(v) for v in slice_index) != tuple(self.slice_index):
+            return PickResult(
+                None,
+                f"the candidates are for slice {self.slice_index}, the points on "
+                f"{tuple(slice_index)}; press Run on this slice",
+            )
+        i = select_box(self._candidates, pts)
+        if i is None:
+            return PickResult(None, "no candidate box contains both points", span)
+        c = self._candidates
+        change = self._apply(
+            self.boxes.added(
+                c.boxes[i], label, float(c.scores[i]), "candidate", self.slice_index
+            ),
+            f"picked '{label}'",
+        )
+        self._img.last_pick = _LastPick(pts, len(self.boxes) - 1, c.boxes[i].copy())
+        return PickResult(change)
+
+    def step(self, direction: int) -> Change:
+        """Replace the last picked box by the next larger (``+1``) or smaller
+        (``-1``) candidate containing its points, keeping its label."""
+        img = self._img
+        lp = img.last_pick
+        if (
+            lp is None
+            or lp.row >= len(img.boxes)
+            or not np.array_equal(img.boxes.xyxy[lp.row], lp.xyxy)
+        ):
+            return Change(img.boxes, "pick a box first, then step", changed=False)
+        c = self._candidates
+        chain = np.flatnonzero(containing(c.boxes, lp.points))
+        # candidates are sorted by area: the chain is ordered small to large
+        now = np.flatnonzero(np.all(c.boxes[chain] == lp.xyxy, axis=1))
+        pos = int(now[0]) if len(now) else (-1 if direction > 0 else len(chain))
+        nxt = pos + (1 if direction > 0 else -1)
+        if not 0 <= nxt < len(chain):
+            which = "largest" if direction > 0 else "smallest"
+            return Change(img.boxes, f"already the {which} box here", changed=False)
+        j = chain[nxt]
+        change = self._apply(
+            img.boxes.replaced(lp.row, c.boxes[j], float(c.scores[j]), "candidate"),
+            f"box {nxt + 1} of {len(chain)} around these points",
+        )
+        img.last_pick = _LastPick(lp.points, lp.row, c.boxes[j].copy())
+        return change
