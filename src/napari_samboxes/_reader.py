@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .geometry import shapes_from_boxes
 from .formats.boxtable import is_box_table, read_box_table
+from .geometry import shapes_from_boxes
 
 BOX_STYLE: dict[str, Any] = {
     "shape_type": "rectangle",
@@ -43,6 +43,10 @@ def read_box_table_layer(
     shapes = shapes_from_boxes(table.boxes, table.slices)
     kwargs = dict(BOX_STYLE)
     kwargs["name"] = p.stem
-    kwargs["features"] = {"label": table.labels, "score": table.scores}
+    kwargs["features"] = {
+        "label": table.labels,
+        "score": table.scores,
+        "source": table.sources,
+    }
     kwargs["ndim"] = 2 + table.slices.shape[1]
     return [(shapes, kwargs, "shapes")]
