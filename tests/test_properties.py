@@ -25,7 +25,10 @@ def test_select_box_equals_brute_force(boxes, points, areas):
     n = len(boxes)
     a = areas.draw(st.lists(st.integers(0, 50), min_size=n, max_size=n))
     c = Candidates.from_unsorted(
-        np.array(boxes, float).reshape(-1, 4), np.array(a, np.int64), np.zeros(n), np.zeros(n)
+        np.array(boxes, float).reshape(-1, 4),
+        np.array(a, np.int64),
+        np.zeros(n),
+        np.zeros(n),
     )
     want = None
     for i, (x0, y0, x1, y1) in enumerate(c.boxes):  # sorted by area, stable
@@ -43,7 +46,9 @@ label = st.text(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    rows=st.lists(st.tuples(label, box, st.one_of(st.none(), st.floats(0, 1))), max_size=15),
+    rows=st.lists(
+        st.tuples(label, box, st.one_of(st.none(), st.floats(0, 1))), max_size=15
+    ),
     n_slice=st.integers(0, 2),
 )
 def test_box_table_round_trips(tmp_path_factory, rows, n_slice):

@@ -31,6 +31,10 @@ def read_box_table_layer(
     shapes = shapes_from_boxes(table.boxes, table.slices)
     kwargs = dict(BOX_STYLE)
     kwargs["name"] = p.stem
-    kwargs["features"] = {"label": table.labels, "score": table.scores}
+    kwargs["features"] = {
+        "label": table.labels,
+        "score": table.scores,
+        "source": table.sources,
+    }
     kwargs["ndim"] = 2 + table.slices.shape[1]
     return [(shapes, kwargs, "shapes")]

@@ -1,37 +1,107 @@
 """Atomic file writes: a temporary file in the same folder, fsync, rename.
 
 The one helper every writer of the plugin uses; no napari or Qt.
+
+- The previous file, if any, is intact whatever fails before the rename
+  (full disk, read-only folder, an interrupted process).
+- A new file gets the mode the umask allows (``0o666 & ~umask``, as
+  ``open()`` gives); a file that is replaced keeps its mode.
+- A symbolic link is written through: its target is replaced, the link
+  stays (as ``open(path, "w")`` would do).
+- A folder at ``path`` is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text"]
 
 
+def _target(path: Path) -> Path:
+    """The file that a write to ``path`` replaces (symbolic links followed)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """A new, exclusive temporary file; the kernel applies the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable where the platform allows (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows has no folder handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename).
 
-    The previous file, if any, is intact whatever fails before the rename.
+    Parameters
+    ----------
+    path : str or Path
+        The file to write. A symbolic link is written through to its target.
+    data : bytes
+        The whole new content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as given.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a folder.
+    OSError
+        If the write fails (the previous file is then intact and no
+        temporary file is left behind).
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    target = _target(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, "is a folder, not a file; cannot write there", str(path)
+        )
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        old_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        old_mode = None
+    fd, tmp = _create_temp(folder, target.name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if old_mode is not None:
+                os.chmod(tmp, old_mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    _fsync_folder(folder)
     return path
 
 

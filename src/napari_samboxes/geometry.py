@@ -4,28 +4,62 @@ A box ``x_min..x_max`` (pixel columns, inclusive) is drawn as a napari
 rectangle whose edges lie on the pixel borders: from ``x_min - 0.5`` to
 ``x_max + 0.5``. Rectangles are in the image layer's data coordinates
 (rows, columns), with leading slice coordinates for nD images.
+
+Going back, any shape becomes the whole-pixel box of its axis-aligned
+bounding box: a pixel belongs to the box when the shape covers at least
+half of it along each axis (an edge at ``c`` gives ``x_min = ceil(c)``,
+``x_max = floor(c')``); a shape narrower than that (under one pixel, a
+line, a point) becomes the one pixel row or column under its centre. So
+rectangles of any size, lines, ellipses, polygons and paths all give valid
+boxes, at least one pixel wide and high. Shapes that cannot (NaN or
+infinite coordinates, no vertices, several slices) are refused with a
+:class:`ShapeError` naming the shape's index.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .formats.boxtable import BoxTable
+from .formats.boxtable import SOURCES, BoxTable
 
-__all__ = ["boxes_from_shapes", "shapes_from_boxes", "table_from_layer_data"]
+__all__ = [
+    "HAND_SOURCE",
+    "ShapeError",
+    "boxes_from_shapes",
+    "shapes_from_boxes",
+    "table_from_layer_data",
+]
+
+#: The source of a shape whose layer gives none (drawn with napari's tools).
+HAND_SOURCE = "hand"
+#: How far off a pixel border (or half-pixel) a float edge may be and still
+#: count as on it (float noise of napari's transforms).
+_EPS = 1e-6
+
+
+class ShapeError(ValueError):
+    """A shape that cannot be saved as a box; the message names its index."""
 
 
 def shapes_from_boxes(
     boxes: np.ndarray, slices: np.ndarray | None = None
 ) -> list[np.ndarray]:
     """napari rectangle vertices (4 x ndim each) for xyxy boxes."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be an (N, 4) array, not {boxes.shape}")
     n = len(boxes)
-    if slices is None:
-        slices = np.zeros((n, 0))
+    slices = np.zeros((n, 0)) if slices is None else np.asarray(slices, np.float64)
+    if slices.size == 0:
+        slices = slices.reshape(n, 0)
+    if slices.ndim != 2 or len(slices) != n:
+        raise ValueError(f"slices must be an ({n}, S) array, not {slices.shape}")
     x0, y0, x1, y1 = (boxes[:, i] for i in range(4))
     r0, r1, c0, c1 = y0 - 0.5, y1 + 0.5, x0 - 0.5, x1 + 0.5
     rc = np.stack(
@@ -37,36 +71,138 @@ def shapes_from_boxes(
         ],
         axis=1,
     )  # n x 4 x 2
-    lead = np.repeat(np.asarray(slices, dtype=np.float64)[:, None, :], 4, axis=1)
+    lead = np.repeat(slices[:, None, :], 4, axis=1)
     verts = np.concatenate([lead, rc], axis=-1)
     return list(verts)
 
 
-def boxes_from_shapes(shapes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """xyxy boxes (bounding boxes of the shapes) and their slice coordinates."""
+def _pixel_span(lo: float, hi: float) -> tuple[float, float]:
+    """Inclusive pixel indices covered at least half by ``[lo, hi]``."""
+    first, last = math.ceil(lo - _EPS), math.floor(hi + _EPS)
+    if last < first:  # under a pixel: the pixel under the centre
+        first = last = math.floor((lo + hi) / 2 + 0.5)
+    return float(first), float(last)
+
+
+def _vertices(i: int, shape: Any, ndim: int | None) -> np.ndarray:
+    try:
+        v = np.asarray(shape, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ShapeError(f"shape {i}: its vertices are not numbers ({e})") from None
+    if v.ndim != 2 or len(v) == 0 or v.shape[1] < 2:
+        raise ShapeError(
+            f"shape {i}: expected (vertices, ndim) coordinates, got shape {v.shape}"
+        )
+    if ndim is not None and v.shape[1] != ndim:
+        raise ShapeError(f"shape {i}: {v.shape[1]} dimensions, the others {ndim}")
+    if not np.isfinite(v).all():
+        raise ShapeError(
+            f"shape {i}: has NaN or infinite coordinates; delete or redraw it"
+        )
+    if np.ptp(v[:, :-2], axis=0).max(initial=0.0) > _EPS:
+        raise ShapeError(
+            f"shape {i}: spans several slices ({v[:, :-2].min(0).tolist()} to "
+            f"{v[:, :-2].max(0).tolist()}); a box lies in one slice"
+        )
+    return v
+
+
+def boxes_from_shapes(shapes: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-pixel xyxy boxes of napari shapes and their slice coordinates.
+
+    Parameters
+    ----------
+    shapes : sequence of array-like
+        Each (V, ndim) vertices in data coordinates (rows, columns last), as
+        a Shapes layer's ``data``. Any shape type: the box is taken from the
+        axis-aligned bounding box of the vertices.
+
+    Returns
+    -------
+    boxes : numpy.ndarray
+        (N, 4) xyxy inclusive pixel indices (whole numbers; x_min <= x_max,
+        y_min <= y_max).
+    slices : numpy.ndarray
+        (N, ndim - 2) leading coordinates.
+
+    Raises
+    ------
+    ShapeError
+        For a shape with NaN or infinite coordinates, no vertices, a
+        dimension count unlike the others' or spanning several slices.
+    """
     if len(shapes) == 0:
         return np.zeros((0, 4)), np.zeros((0, 0))
-    ndim = np.asarray(shapes[0]).shape[-1]
-    boxes = np.zeros((len(shapes), 4))
-    slices = np.zeros((len(shapes), ndim - 2))
-    for i, s in enumerate(shapes):
-        v = np.asarray(s, dtype=np.float64)
+    vs = [_vertices(0, shapes[0], None)]
+    vs += [_vertices(i, s, vs[0].shape[1]) for i, s in enumerate(shapes) if i]
+    boxes = np.zeros((len(vs), 4))
+    slices = np.zeros((len(vs), vs[0].shape[1] - 2))
+    for i, v in enumerate(vs):
         lo, hi = v[:, -2:].min(axis=0), v[:, -2:].max(axis=0)
-        boxes[i] = [lo[1] + 0.5, lo[0] + 0.5, hi[1] - 0.5, hi[0] - 0.5]
+        y0, y1 = _pixel_span(lo[0], hi[0])
+        x0, x1 = _pixel_span(lo[1], hi[1])
+        boxes[i] = [x0, y0, x1, y1]
         slices[i] = v[0, :-2]
     return boxes, slices
 
 
-def table_from_layer_data(data: Sequence[np.ndarray], meta: dict[str, Any]) -> BoxTable:
-    """A box table from a Shapes layer's data and metadata (features)."""
+def _column(feats: Any, name: str, n: int) -> list[Any] | None:
+    if feats is None or name not in feats:
+        return None
+    values = list(feats[name])
+    return values if len(values) == n else None
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is np.nan
+
+
+def _score(i: int, v: Any) -> float:
+    if _missing(v) or (isinstance(v, str) and not v.strip()):
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ShapeError(f"shape {i}: score {v!r} is not a number") from None
+
+
+def table_from_layer_data(data: Sequence[Any], meta: dict[str, Any]) -> BoxTable:
+    """A box table from a Shapes layer's data and state (``_get_state()``).
+
+    Labels, scores and sources come from the ``features`` (``label``,
+    ``score``, ``source``). A missing label is ``""`` (never ``"nan"``),
+    a missing score NaN, a missing or unknown source ``"hand"`` (a shape
+    drawn with napari's own tools). Without a ``label`` feature every label
+    is ``"object"``.
+
+    Raises
+    ------
+    ShapeError
+        For a shape that gives no box (see :func:`boxes_from_shapes`), or a
+        score that is not a number.
+    """
     boxes, slices = boxes_from_shapes(data)
     n = len(boxes)
     feats = meta.get("features")
-    labels = ["object"] * n
-    scores = np.full(n, np.nan)
-    if feats is not None and len(feats) == n:
-        if "label" in feats:
-            labels = ["" if v is None else str(v) for v in feats["label"]]
-        if "score" in feats:
-            scores = np.asarray(feats["score"], dtype=np.float64)
-    return BoxTable(labels=labels, boxes=boxes, scores=scores, slices=slices)
+    if feats is None:
+        feats = meta.get("properties")
+    labels = _column(feats, "label", n)
+    scores = _column(feats, "score", n)
+    sources = _column(feats, "source", n)
+    return BoxTable(
+        labels=(
+            ["" if _missing(v) else str(v) for v in labels]
+            if labels is not None
+            else ["object"] * n
+        ),
+        boxes=boxes,
+        scores=np.array(
+            [_score(i, v) for i, v in enumerate(scores)] if scores else [math.nan] * n,
+            dtype=np.float64,
+        ),
+        slices=slices,
+        sources=[
+            v if isinstance(v, str) and v in SOURCES else HAND_SOURCE
+            for v in (sources or [None] * n)
+        ],
+    )

@@ -1,9 +1,17 @@
 """The box table: one CSV row per box, written atomically.
 
 Header: optional slice columns (``axis-0``, ``axis-1``, ... for nD images),
-then ``label,x_min,y_min,x_max,y_max,score``. Coordinates are pixel
-coordinates of the image (x = column, y = row, max inclusive). No napari or
-Qt here.
+then ``label,x_min,y_min,x_max,y_max,score,source``. Coordinates are pixel
+coordinates of the image (x = column, y = row, max inclusive). ``score`` is
+empty where unknown (hand-drawn boxes). ``source`` says where a box came
+from: ``candidate`` (picked among the candidates), ``prompt`` (segmented
+from a prompt), ``hand`` (drawn by hand) or ``import`` (read from a file
+that does not say: older tables without the column, other tools).
+
+Whatever :func:`write_box_table` accepts, :func:`read_box_table` reads back
+identically: labels are any text (empty, long, quotes, line breaks, NUL,
+non-ASCII); the writer refuses what it could not give back (NaN boxes,
+``x_min > x_max``, arrays of the wrong shape). No napari or Qt here.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +30,8 @@ from ..atomic import atomic_write_text
 
 __all__ = [
     "BOX_COLUMNS",
+    "MISSING_SOURCE",
+    "SOURCES",
     "BoxTable",
     "BoxTableError",
     "is_box_table",
@@ -27,12 +39,23 @@ __all__ = [
     "write_box_table",
 ]
 
-BOX_COLUMNS = ("label", "x_min", "y_min", "x_max", "y_max", "score")
+BOX_COLUMNS = ("label", "x_min", "y_min", "x_max", "y_max", "score", "source")
+#: The values of the ``source`` column.
+SOURCES = ("candidate", "prompt", "hand", "import")
+#: The source of a row whose table has no (or an empty) ``source`` cell.
+MISSING_SOURCE = "import"
+_OPTIONAL = ("score", "source")
 _SLICE_COL = re.compile(r"^axis-(\d+)$")
+#: Labels may be as long as memory allows (csv's default limit is 128 KiB).
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 class BoxTableError(ValueError):
-    """A box-table file that cannot be read; the message names file and line."""
+    """A box table that cannot be read or written.
+
+    Reading errors name the file and the line; writing errors name the file
+    and the row (box index) at fault.
+    """
 
 
 @dataclass
@@ -45,38 +68,132 @@ class BoxTable:
     boxes : numpy.ndarray
         (N, 4) float xyxy.
     scores : numpy.ndarray
-        (N,) float, NaN where unknown (hand-drawn boxes).
+        (N,) float, NaN where unknown (hand-drawn boxes). Empty: all unknown.
     slices : numpy.ndarray
         (N, S) leading (slice) coordinates for nD images; S may be 0.
+    sources : list of str
+        One of :data:`SOURCES` per box. Empty: all :data:`MISSING_SOURCE`.
     """
 
     labels: list[str] = field(default_factory=list)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slices: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
+# ----------------------------------------------------------------- writing
+
+
 def _fmt(v: float) -> str:
-    if not np.isfinite(v):
+    if np.isnan(v):
         return ""
-    return repr(float(v)) if v != int(v) else str(int(v))
+    if np.isinf(v) or v != int(v):
+        return repr(float(v))
+    return str(int(v))
+
+
+def _checked(
+    path: Path, t: BoxTable
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Boxes, scores, slices and sources of ``t``, or an error naming the
+    first value that could not be read back as written."""
+    n = len(t.labels)
+
+    def bad(msg: str) -> BoxTableError:
+        return BoxTableError(f"{path}: not written: {msg}")
+
+    for i, lab in enumerate(t.labels):
+        if not isinstance(lab, str):
+            raise bad(f"label of box {i} is {type(lab).__name__}, not text")
+    boxes = np.asarray(t.boxes, dtype=np.float64)
+    if boxes.size == 0 and n == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.shape != (n, 4):
+        raise bad(f"boxes have shape {boxes.shape}; expected ({n}, 4) for {n} labels")
+    scores = np.asarray(t.scores, dtype=np.float64)
+    if scores.size == 0:
+        scores = np.full(n, np.nan)
+    if scores.shape != (n,):
+        raise bad(f"scores have shape {scores.shape}; expected ({n},)")
+    slices = np.asarray(t.slices, dtype=np.float64)
+    if slices.ndim != 2 or (slices.shape[1] and slices.shape[0] != n):
+        raise bad(f"slices have shape {slices.shape}; expected ({n}, S)")
+    if slices.shape[1] == 0:
+        slices = np.zeros((n, 0))
+    sources = list(t.sources) or [MISSING_SOURCE] * n
+    if len(sources) != n:
+        raise bad(f"{len(sources)} sources for {n} boxes")
+    for what, arr in (("box", boxes), ("slice coordinate", slices)):
+        rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        if len(rows):
+            raise bad(f"box {rows[0]} has a non-finite {what}: {arr[rows[0]].tolist()}")
+    flipped = np.flatnonzero((boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3]))
+    if len(flipped):
+        raise bad(
+            f"box {flipped[0]} has x_min > x_max or y_min > y_max: "
+            f"{boxes[flipped[0]].tolist()}"
+        )
+    for i, s in enumerate(sources):
+        if s not in SOURCES:
+            raise bad(f"source of box {i} is {s!r}, not one of {', '.join(SOURCES)}")
+    if sys.version_info < (3, 11):  # pragma: no cover - csv reads NUL from 3.11
+        for i, lab in enumerate(t.labels):
+            if "\x00" in lab:
+                raise bad(f"label of box {i} holds a NUL character (Python >= 3.11)")
+    return boxes, scores, slices, sources
 
 
 def write_box_table(path: str | Path, table: BoxTable) -> Path:
-    """Write a box table atomically; an empty table gives a header-only file."""
-    n_slice = table.slices.shape[1] if table.slices.ndim == 2 else 0
+    """Write a box table atomically; an empty table gives a header-only file.
+
+    Raises
+    ------
+    BoxTableError
+        For what could not be read back as written (arrays of the wrong
+        shape, NaN or infinite coordinates, ``x_min > x_max``, a label that
+        is not text or not encodable, an unknown source); nothing is written.
+    OSError
+        If the file cannot be written; the previous file is then intact.
+    """
+    path = Path(path)
+    boxes, scores, slices, sources = _checked(path, table)
+    n_slice = slices.shape[1]
     buf = io.StringIO()
     # RFC 4180 line ends; a label holding a line break is then quoted
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow([f"axis-{i}" for i in range(n_slice)] + list(BOX_COLUMNS))
-    boxes = np.asarray(table.boxes, dtype=np.float64).reshape(-1, 4)
     for i, label in enumerate(table.labels):
-        sl = [_fmt(v) for v in table.slices[i]] if n_slice else []
-        w.writerow(sl + [label] + [_fmt(v) for v in boxes[i]] + [_fmt(table.scores[i])])
-    return atomic_write_text(path, buf.getvalue())
+        w.writerow(
+            [_fmt(v) for v in slices[i]]
+            + [label]
+            + [_fmt(v) for v in boxes[i]]
+            + [_fmt(scores[i]), sources[i]]
+        )
+    text = buf.getvalue()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        i = next(i for i, s in enumerate(table.labels) if not _encodable(s))
+        raise BoxTableError(
+            f"{path}: not written: label of box {i} is not valid Unicode text "
+            f"({table.labels[i]!r})"
+        ) from None
+    return atomic_write_text(path, text)
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------- reading
 
 
 def _header(first_line: str) -> list[str] | None:
@@ -96,37 +213,6 @@ def _header(first_line: str) -> list[str] | None:
     return row
 
 
-def _fast_rows(
-    body: list[list[str]],
-    header: list[str],
-    where: list[int],
-    i_label: int,
-    i_score: int | None,
-) -> tuple[list[str], np.ndarray] | None:
-    """Vectorised parse of well-formed rows; None sends the caller to the
-    row-by-row path, which names the offending line."""
-    body = [r for r in body if r and any(c.strip() for c in r)]
-    if any(len(r) < len(header) for r in body):
-        return None
-    try:
-        cols = [[r[i] for i in where] for r in body]
-        arr = np.array(cols, dtype=np.float64).reshape(len(body), len(where))
-        if i_score is None:
-            score = np.full(len(body), np.nan)
-        else:
-            score = np.array(
-                [r[i_score] if r[i_score].strip() else "nan" for r in body], np.float64
-            )
-    except ValueError:
-        return None
-    if not np.isfinite(arr).all():
-        return None
-    n = len(where) - 4
-    if np.any(arr[:, n] > arr[:, n + 2]) or np.any(arr[:, n + 1] > arr[:, n + 3]):
-        return None
-    return [r[i_label] for r in body], np.column_stack([arr, score])
-
-
 def is_box_table(path: str | Path) -> bool:
     """Whether ``path`` is a ``.csv`` file whose header is a box table's."""
     path = Path(path)
@@ -134,14 +220,73 @@ def is_box_table(path: str | Path) -> bool:
         return False
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            first = f.readline()
+            first = f.readline(1 << 16)
     except (OSError, UnicodeDecodeError):
         return False
     return _header(first.rstrip("\r\n")) is not None
 
 
+def _numbers(
+    path: Path, cells: list[list[str]], names: Sequence[str], lines: list[int]
+) -> np.ndarray:
+    """Parse a (rows x columns) grid of number cells; errors name the line."""
+    try:
+        return np.array(cells, dtype=np.float64).reshape(len(cells), len(names))
+    except ValueError:
+        pass
+    out = np.empty((len(cells), len(names)))
+    for r, row in enumerate(cells):  # slow path: Python's float, named errors
+        for c, (name, cell) in enumerate(zip(names, row, strict=True)):
+            try:
+                out[r, c] = float(cell)
+            except ValueError:
+                raise BoxTableError(
+                    f"{path}, line {lines[r]}: {name} is not a number: {cell.strip()!r}"
+                ) from None
+    return out
+
+
+def _rows(path: Path, text: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, non-blank rows and the line each row starts on."""
+    csv.field_size_limit(_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        header = [c.strip() for c in next(reader)]
+        start = reader.line_num + 1
+        for row in reader:
+            lineno, start = start, reader.line_num + 1
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                hint = (
+                    " (a label holding a comma must be in double quotes)"
+                    if len(row) > len(header)
+                    else ""
+                )
+                raise BoxTableError(
+                    f"{path}, line {lineno}: {len(row)} fields, expected "
+                    f"{len(header)}{hint}"
+                )
+            rows.append(row)
+            lines.append(lineno)
+    except csv.Error as e:
+        raise BoxTableError(f"{path}, line {reader.line_num}: {e}") from None
+    return header, rows, lines
+
+
 def read_box_table(path: str | Path) -> BoxTable:
-    """Read a box table; errors name the file and the line."""
+    """Read a box table; errors name the file and the line.
+
+    A table without a ``score`` column gives NaN scores; one without a
+    ``source`` column (or with an empty cell) gives :data:`MISSING_SOURCE`.
+
+    Raises
+    ------
+    BoxTableError
+        For anything that is not a well-formed box table.
+    """
     path = Path(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -150,13 +295,12 @@ def read_box_table(path: str | Path) -> BoxTable:
         raise BoxTableError(f"{path}: not UTF-8 text ({e})") from e
     if not text.strip():
         raise BoxTableError(f"{path}: the file is empty (expected a header line)")
-    rows = csv.reader(io.StringIO(text, newline=""))
-    header = [c.strip() for c in next(rows)]
-    if _header(",".join(f'"{c}"' for c in header)) is None:
+    header, rows, lines = _rows(path, text)
+    if "label" not in header or not any(c in header for c in BOX_COLUMNS[1:5]):
         raise BoxTableError(
             f"{path}, line 1: not a box table header; expected {','.join(BOX_COLUMNS)}"
         )
-    missing = [c for c in BOX_COLUMNS if c != "score" and c not in header]
+    missing = [c for c in BOX_COLUMNS if c not in _OPTIONAL and c not in header]
     if missing:
         raise BoxTableError(
             f"{path}, line 1: missing column(s): {', '.join(missing)} "
@@ -165,63 +309,46 @@ def read_box_table(path: str | Path) -> BoxTable:
     slice_cols = sorted(
         (int(m.group(1)), i) for i, c in enumerate(header) if (m := _SLICE_COL.match(c))
     )
-    n_slice = len(slice_cols)
     where = [i for _, i in slice_cols] + [header.index(c) for c in BOX_COLUMNS[1:5]]
     names = [header[i] for i in where]
-    i_label = header.index("label")
-    i_score = header.index("score") if "score" in header else None
-    body = list(rows)
-    fast = _fast_rows(body, header, where, i_label, i_score)
-    if fast is not None:
-        labels_f, arr_f = fast
-        return BoxTable(
-            labels=labels_f,
-            boxes=arr_f[:, n_slice : n_slice + 4],
-            scores=arr_f[:, n_slice + 4],
-            slices=arr_f[:, :n_slice],
+    arr = _numbers(path, [[r[i] for i in where] for r in rows], names, lines)
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if len(bad):
+        r = bad[0]
+        col = int(np.flatnonzero(~np.isfinite(arr[r]))[0])
+        raise BoxTableError(
+            f"{path}, line {lines[r]}: {names[col]} is {rows[r][where[col]].strip()!r}"
         )
-    rows_iter = iter(body)
-    labels: list[str] = []
-    nums: list[list[float]] = []
-    for lineno, row in enumerate(rows_iter, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) < len(header):
-            raise BoxTableError(
-                f"{path}, line {lineno}: {len(row)} fields, expected {len(header)}"
-            )
-        vals: list[float] = []
-        for name, i in zip(names, where, strict=True):
-            cell = row[i].strip()
-            try:
-                v = float(cell)
-            except ValueError:
+    n_slice = len(slice_cols)
+    boxes = arr[:, n_slice : n_slice + 4]
+    flipped = np.flatnonzero((boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3]))
+    if len(flipped):
+        r = flipped[0]
+        raise BoxTableError(
+            f"{path}, line {lines[r]}: x_min > x_max or y_min > y_max "
+            f"({', '.join(_fmt(v) for v in boxes[r])})"
+        )
+    scores = np.full(len(rows), np.nan)
+    if "score" in header:
+        i = header.index("score")
+        scores = _numbers(
+            path, [[r[i].strip() or "nan"] for r in rows], ["score"], lines
+        ).reshape(-1)
+    sources = [MISSING_SOURCE] * len(rows)
+    if "source" in header:
+        i = header.index("source")
+        sources = [r[i].strip() or MISSING_SOURCE for r in rows]
+        for r, s in enumerate(sources):
+            if s not in SOURCES:
                 raise BoxTableError(
-                    f"{path}, line {lineno}: {name} is not a number: {cell!r}"
-                ) from None
-            if not np.isfinite(v):
-                raise BoxTableError(f"{path}, line {lineno}: {name} is {cell!r}")
-            vals.append(v)
-        score = float("nan")
-        if i_score is not None and row[i_score].strip():
-            try:
-                score = float(row[i_score])
-            except ValueError:
-                raise BoxTableError(
-                    f"{path}, line {lineno}: score is not a number: {row[i_score]!r}"
-                ) from None
-        x0, y0, x1, y1 = vals[n_slice : n_slice + 4]
-        if x0 > x1 or y0 > y1:
-            raise BoxTableError(
-                f"{path}, line {lineno}: x_min > x_max or y_min > y_max "
-                f"({x0}, {y0}, {x1}, {y1})"
-            )
-        labels.append(row[i_label])
-        nums.append(vals + [score])
-    arr = np.asarray(nums, dtype=np.float64).reshape(-1, n_slice + 5)
+                    f"{path}, line {lines[r]}: source is {s!r}, not one of "
+                    f"{', '.join(SOURCES)}"
+                )
+    i_label = header.index("label")
     return BoxTable(
-        labels=labels,
-        boxes=arr[:, n_slice : n_slice + 4],
-        scores=arr[:, n_slice + 4],
+        labels=[r[i_label] for r in rows],
+        boxes=boxes,
+        scores=scores,
         slices=arr[:, :n_slice],
+        sources=sources,
     )
