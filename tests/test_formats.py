@@ -243,7 +243,11 @@ def test_import_of_other_tools_files(tmp_path):
     (yolo / "labels" / "photo.txt").write_text(
         "2 0.5 0.5 0.2 0.25 0.75\n0 0.1 0.1 0.3 0.1 0.2 0.5\n"
     )
-    s = import_dataset(yolo, "yolo", d, overwrite=True)
+    (yolo / "labels" / "other.txt").write_bytes(b"\xff\xfe0 0.5")
+    with pytest.raises(FormatError, match="other.txt: not UTF-8"):
+        import_dataset(yolo, "yolo", d, overwrite=True)
+    s = import_dataset(yolo / "labels" / "photo.txt", "yolo", d, overwrite=True)
+    assert (s.images, s.boxes) == (1, 2)
     t = Dataset(d).load_boxes("photo.jpg")
     assert t.labels == ["2", "0"]
     np.testing.assert_array_equal(t.boxes, [[20, 15, 29, 24], [5, 4, 14, 19]])
@@ -311,3 +315,19 @@ def test_parse_voc_reads_labelimg_output_back(tmp_path):
 def test_unknown_format_is_a_value_error(folder, tmp_path):
     with pytest.raises(ValueError, match="yolo, voc, coco"):
         export_dataset(folder, "pascal", tmp_path / "o")
+
+
+def test_yolo_export_refuses_a_class_with_a_line_break(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    Image.new("RGB", (8, 8)).save(d / "a.png")
+    Dataset(d).save_boxes("a.png", table([("two\nlines", 1, 1, 2, 2, np.nan)]))
+    with pytest.raises(FormatError, match="line break"):
+        export_dataset(d, "yolo", tmp_path / "out")
+    export_dataset(d, "coco", tmp_path / "out")
+    assert (
+        json.loads((tmp_path / "out" / "annotations.json").read_text())["categories"][
+            0
+        ]["name"]
+        == "two\nlines"
+    )

@@ -110,6 +110,12 @@ def export_dataset(folder: str | Path, fmt: str, out: str | Path) -> ConvertSumm
     ds = Dataset(folder)
     out = Path(out)
     classes = ds.classes()
+    bad = [c for c in classes if len(c.splitlines()) > 1]
+    if fmt == "yolo" and bad:
+        raise FormatError(
+            f"{ds.folder}: class {bad[0]!r} holds a line break, which YOLO's "
+            "classes.txt cannot hold; relabel those boxes"
+        )
     index = {name: i for i, name in enumerate(classes)}
     summary = ConvertSummary()
     notes = dict.fromkeys(_NOTES, 0)
@@ -215,7 +221,12 @@ def _imported(table: BoxTable, width: int, height: int) -> BoxTable:
 def _yolo_sources(
     src: Path, ds: Dataset, match: _Matcher, summary: ConvertSummary
 ) -> tuple[dict[str, BoxTable], list[str]]:
+    files: list[Path] = []
+    if src.is_file():  # one label file: its folder holds the class names
+        src, files = src.parent, [src]
     labels_dir = src / "labels" if (src / "labels").is_dir() else src
+    if not files:
+        files = sorted(labels_dir.rglob("*.txt"))
     names: list[str] | None = None
     for d in dict.fromkeys([src, labels_dir]):
         found = [d / f for f in CLASS_FILES if (d / f).is_file()]
@@ -227,14 +238,18 @@ def _yolo_sources(
             f"{src}: no {' / '.join(CLASS_FILES)}; classes are named by their ids"
         )
     tables: dict[str, BoxTable] = {}
-    for f in sorted(labels_dir.rglob("*.txt")):
+    for f in files:
         if f.name in CLASS_FILES or f.name.startswith("."):
             continue
         image = match.find([f.stem], f, summary)
         if image is None or _duplicate(image, tables, f, summary):
             continue
         w, h, _ = image_header(ds.folder / image)
-        tables[image] = parse_yolo(f.read_text(encoding="utf-8-sig"), w, h, names, f)
+        try:
+            text = f.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"{f}: not UTF-8 text ({e})") from None
+        tables[image] = parse_yolo(text, w, h, names, f)
     return tables, list(names or [])
 
 
