@@ -214,7 +214,7 @@ def _imported(table: BoxTable, width: int, height: int) -> BoxTable:
         boxes=np.clip(b, 0, [width - 1, height - 1, width - 1, height - 1]),
         scores=np.asarray(table.scores, dtype=np.float64).reshape(n),
         slices=np.zeros((n, 0)),
-        # sources=["import"] * n,  # once BoxTable has `sources`
+        sources=["import"] * n,
     )
 
 
