@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_samboxes.cache import CandidateCache, cache_key
+from napari_samboxes.settings import Settings
 from napari_samboxes.engine import RawMasks
 
 
@@ -21,17 +22,17 @@ def raw(n=6):
 
 def test_key_depends_on_image_checkpoint_and_grid():
     img = np.zeros((8, 8, 3), np.uint8)
-    k = cache_key(img, "abc", 32)
-    assert k == cache_key(img.copy(), "abc", 32)
+    k = cache_key(img, "abc", Settings())
+    assert k == cache_key(img.copy(), "abc", Settings())
     img2 = img.copy()
     img2[0, 0, 0] = 1
     assert (
         len(
             {
                 k,
-                cache_key(img2, "abc", 32),
-                cache_key(img, "abd", 32),
-                cache_key(img, "abc", 16),
+                cache_key(img2, "abc", Settings()),
+                cache_key(img, "abd", Settings()),
+                cache_key(img, "abc", Settings(points_per_side=16)),
             }
         )
         == 4

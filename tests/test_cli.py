@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_samboxes.formats.boxtable import read_box_table
 from napari_samboxes.cli import main
+from napari_samboxes.formats.boxtable import read_box_table
 
 
 def exe() -> str:

@@ -41,8 +41,12 @@ def test_manifest_validates_and_menu_lists_widget(make_napari_viewer):
     assert "SAM boxes (napari-samboxes)" in list(walk(viewer.window.plugins_menu))
 
 
-def make_widget(viewer, ckpt, tmp_path, pps=PPS, **kw):
-    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path / "cache"), **kw)
+def make_widget(viewer, ckpt, tmp_path, pps=PPS, points_per_batch=4):
+    widget = SamBoxesWidget(
+        viewer,
+        cache=CandidateCache(tmp_path / "cache"),
+        points_per_batch=points_per_batch,
+    )
     viewer.window.add_dock_widget(widget)
     widget.checkpoint.value = str(ckpt)
     widget.points_per_side.value = pps

@@ -72,7 +72,7 @@ def _wrapping_label(name: str) -> Label:
 
     label = Label(name=name, label="", value="")
     label.native.setWordWrap(True)
-    label.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(10)
     return label
 

@@ -32,7 +32,7 @@ def on_picks_data(self: SamBoxesWidget, event: Any = None) -> None:
         layer.data = np.zeros((0, layer.ndim))
     finally:
         self._syncing = False
-    self.pick(pts)
+    pick(self, pts)
 
 
 def pick(self: SamBoxesWidget, pts: np.ndarray) -> Change | None:

@@ -25,7 +25,7 @@ from .dataset import Dataset
 if TYPE_CHECKING:  # pragma: no cover
     from ._widget import SamBoxesWidget
 
-__all__ = ["AUTOSAVE_DELAY_MS", "PRECOMPUTE_AHEAD", "FolderMode"]
+__all__ = ["AUTOSAVE_DELAY_MS", "PRECOMPUTE_AHEAD", "FolderMode", "open_folder"]
 
 AUTOSAVE_DELAY_MS = 250
 PRECOMPUTE_AHEAD = 2
@@ -39,7 +39,7 @@ class FolderMode:
 
         self.w = widget
         self.dataset = Dataset(folder)
-        if len(self.dataset) == 0:
+        if len(self.dataset.images) == 0:
             raise ValueError(f"{folder}: no images (png, jpg, tif, bmp, gif, webp)")
         self.index = -1
         self.image: Any = None
@@ -57,7 +57,7 @@ class FolderMode:
     # -- navigation ----------------------------------------------------------
     def show(self, index: int) -> None:
         """Show image ``index`` (clipped), its boxes and its candidates."""
-        index = int(np.clip(index, 0, len(self.dataset) - 1))
+        index = int(np.clip(index, 0, len(self.dataset.images) - 1))
         self.flush()
         self._stop_background()
         w = self.w
@@ -177,3 +177,21 @@ def _read(path: Path) -> np.ndarray:
     from .imread import read_image
 
     return read_image(path)
+
+
+def open_folder(self: SamBoxesWidget) -> None:
+    """Open the folder of the widget's ``folder`` control (folder mode)."""
+
+    path = Path(str(self.folder.value or ""))
+    if not path.is_dir():
+        return self.notify(f"{path} is not a folder.", "error")
+    if self.folder_mode is not None:
+        self.folder_mode.close()
+    try:
+        self.folder_mode = FolderMode(self, path)
+    except (OSError, ValueError) as e:
+        self.folder_mode = None
+        return self.notify(str(e), "error")
+    for name in ("prev_image", "next_image", "next_unannotated"):
+        self[name].enabled = True
+    self.folder_mode.show(0)

@@ -18,6 +18,7 @@ deletes selected shapes, ``a`` still selects all).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,7 +53,7 @@ def _picks_keys(w: SamBoxesWidget) -> dict[str, Callable[[], Any]]:
         "a": lambda: _press(w, "prev_image"),
     }
     for n in range(1, 10):
-        keys[str(n)] = lambda n=n: choose_class(w, n)
+        keys[str(n)] = partial(choose_class, w, n)
     return keys
 
 

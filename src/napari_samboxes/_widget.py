@@ -15,6 +15,7 @@ from magicgui.widgets import Container
 from psygnal import Signal
 
 from . import _controls, _editing, _keys
+from ._folder import open_folder
 from ._layers import LayerSet
 from ._preview import Preview
 from ._runner import CandidateRun
@@ -76,7 +77,7 @@ class SamBoxesWidget(Container):
     def _add_callbacks(self) -> None:
         self.run.changed.connect(self._on_run)
         self.cancel.changed.connect(self._on_cancel)
-        self.download.changed.connect(self._on_download)
+        self.download.changed.connect(lambda: _controls.start_download(self))
         self.checkpoint.changed.connect(self._update_checkpoint_status)
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             self[name].changed.connect(self._on_thresholds)
@@ -85,7 +86,7 @@ class SamBoxesWidget(Container):
         self.smaller.changed.connect(lambda: self.apply(self.session.step(-1)))
         self.larger.changed.connect(lambda: self.apply(self.session.step(+1)))
         self.relabel.changed.connect(lambda: _editing.on_relabel(self))
-        self.folder.changed.connect(self._on_folder)
+        self.folder.changed.connect(lambda: open_folder(self))
         self.next_image.changed.connect(lambda: self._folder_do("step", 1))
         self.prev_image.changed.connect(lambda: self._folder_do("step", -1))
         self.next_unannotated.changed.connect(
@@ -128,7 +129,8 @@ class SamBoxesWidget(Container):
 
     def say(self, text: str) -> None:
         """Show a status line (wrapped in the dock, never widening it)."""
-        self.status.value = text
+        if not self._closed:
+            self.status.value = text
 
     def notify(self, text: str, level: str = "info") -> None:
         """A napari notification (``info``, ``warning`` or ``error``)."""
@@ -155,10 +157,11 @@ class SamBoxesWidget(Container):
         """Draw the session's candidates (removes the layer when none are
         committed and no run is going)."""
         ls = self.layers
-        if ls is None or ls.image not in self.viewer.layers:
+        if ls is None or self._closed:
             return
         s = self.session
-        if s.committed is None and s.pending is None:
+        gone = ls.image not in self.viewer.layers
+        if gone or (s.committed is None and s.pending is None):
             ls.remove("candidates")
             return
         ls.show_candidates(s.candidates.boxes, s.slice_index)
@@ -280,27 +283,7 @@ class SamBoxesWidget(Container):
             self.render_candidates()
             self.say(f"{len(self.session.candidates)} candidates")
 
-    def _on_download(self, event: Any = None) -> None:
-        _controls.start_download(self)
-
     # -- folder mode -----------------------------------------------------------
-    def _on_folder(self, event: Any = None) -> None:
-        from ._folder import FolderMode
-
-        path = Path(str(self.folder.value or ""))
-        if not path.is_dir():
-            return self.notify(f"{path} is not a folder.", "error")
-        if self.folder_mode is not None:
-            self.folder_mode.close()
-        try:
-            self.folder_mode = FolderMode(self, path)
-        except (OSError, ValueError) as e:
-            self.folder_mode = None
-            return self.notify(str(e), "error")
-        for name in ("prev_image", "next_image", "next_unannotated"):
-            self[name].enabled = True
-        self.folder_mode.show(0)
-
     def _folder_do(self, action: str, *args: Any) -> None:
         if self.folder_mode is None:
             return self.notify("open a folder first (the 'folder' control).")

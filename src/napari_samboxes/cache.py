@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import RawMasks
+from .candidates import RawMasks
+from .settings import Settings
 
 __all__ = ["CandidateCache", "cache_key"]
 
@@ -24,7 +25,7 @@ ENGINE_VERSION = 1
 _FIELDS = ("boxes", "areas", "iou_preds", "stability", "points")
 
 
-def cache_key(rgb8: np.ndarray, checkpoint_digest: str, points_per_side: int) -> str:
+def cache_key(rgb8: np.ndarray, checkpoint_digest: str, settings: Settings) -> str:
     """Key of an image's candidates: content of the 8-bit RGB image fed to
     SAM, the checkpoint's content hash and the point grid."""
     import xxhash
@@ -33,7 +34,13 @@ def cache_key(rgb8: np.ndarray, checkpoint_digest: str, points_per_side: int) ->
     arr = np.ascontiguousarray(rgb8)
     h.update(f"v{ENGINE_VERSION}|{arr.shape}|{arr.dtype}|".encode())
     h.update(arr.data)
-    h.update(f"|{checkpoint_digest}|pps={int(points_per_side)}".encode())
+    grid = (
+        settings.points_per_side,
+        settings.crop_n_layers,
+        round(settings.crop_overlap_ratio, 9),
+        settings.crop_n_points_downscale_factor,
+    )
+    h.update(f"|{checkpoint_digest}|grid={grid}".encode())
     return h.hexdigest()
 
 

@@ -78,12 +78,23 @@ def _read_image(path: Path):  # noqa: ANN202
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .cache import CandidateCache, cache_key
-    from .engine import RawMasks, iter_raw_batches
+    from .cache import CandidateCache
     from .formats.boxtable import BoxTable, write_box_table
     from .image import to_rgb8
     from .model import CheckpointError, load_model
+    from .pipeline import BatchDone, drain, raw_results
+    from .settings import Settings, SettingsError
 
+    try:
+        settings = Settings(
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+            box_nms_thresh=args.box_nms_thresh,
+        )
+    except SettingsError as e:
+        sys.stderr.write(f"napari-samboxes: {e}\n")
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -110,22 +121,13 @@ def _propose(args: argparse.Namespace) -> int:
             sys.stderr.write(f"napari-samboxes: {path}: cannot read image: {e}\n")
             failed += 1
             continue
-        key = cache_key(rgb8, model.digest, args.points_per_side)
-        raw = cache.load(key)
-        if raw is None:
-            parts = []
-            n = -(-(args.points_per_side**2) // 64)
-            with tqdm(total=n, desc=path.name, unit="batch", leave=False) as bar:
-                for _, _, part in iter_raw_batches(
-                    rgb8, model, points_per_side=args.points_per_side
-                ):
-                    parts.append(part)
-                    bar.update(1)
-            raw = RawMasks.concat(parts)
-            cache.save(key, raw)
-        c = raw.candidates(
-            args.pred_iou_thresh, args.stability_score_thresh, args.box_nms_thresh
-        )
+        n = -(-(settings.points_per_side**2) // settings.batch_for(model.device))
+        with tqdm(total=n, desc=path.name, unit="batch", leave=False) as bar:
+            raw = drain(
+                raw_results(rgb8, settings, model=model, cache=cache),
+                lambda ev: bar.update(1) if isinstance(ev, BatchDone) else None,
+            )
+        c = raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
         write_box_table(
             target,
             BoxTable(

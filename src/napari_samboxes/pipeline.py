@@ -198,7 +198,6 @@ def raw_results(
     raw = RawMasks.concat(parts)
     if cache is not None:
         cache.save(key, raw)
-        cache.save_embedding(key, embedding)
     return raw
 
 
