@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_samboxes.cache import CandidateCache, cache_key
-from napari_samboxes.settings import Settings
 from napari_samboxes.engine import RawMasks
+from napari_samboxes.settings import Settings
 
 
 def raw(n=6):
