@@ -144,15 +144,3 @@ def test_tiny_and_extreme_aspect_images(structured_model, shape):
     assert len(c) > 0
     assert (c.boxes[:, [0, 2]] <= w - 1).all() and (c.boxes[:, [1, 3]] <= h - 1).all()
     assert (c.boxes >= 0).all()
-
-
-def test_settings_object_and_overrides_agree(structured_model, photo, raw_photo):
-    from napari_samboxes.settings import DEFAULTS
-
-    s = DEFAULTS.with_(points_per_side=PPS, pred_iou_thresh=0.5)
-    a = raw_photo.candidates(s)
-    b = raw_photo.candidates(0.5, DEFAULTS.stability_score_thresh)
-    np.testing.assert_array_equal(a.boxes, b.boxes)
-    c = propose_boxes(photo, structured_model, s)
-    np.testing.assert_array_equal(a.boxes, c.boxes)
-    assert len(a) > len(raw_photo.candidates())  # the lower threshold counts
