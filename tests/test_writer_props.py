@@ -114,7 +114,7 @@ def test_saved_layers_open_with_the_same_boxes_and_labels(tmp_path, rows):
     write_box_table_layer(str(path), layer.data, layer._get_state())
     table = read_box_table(path)
     assert table.labels == ["" if v is None else v for v in labels]
-    for box, v, kind, (_, _, score) in zip(table.boxes, data, kinds, rows, strict=True):
+    for box, v, kind in zip(table.boxes, data, kinds, strict=True):
         (r0, c0), (r1, c1) = v.min(0), v.max(0)
         aligned = kind == "rectangle" and (r0 - 0.5) % 1 == 0 and (c0 - 0.5) % 1 == 0
         check_axis(c0, c1, box[0], box[2], aligned)
