@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_samboxes.cli import main
 from napari_samboxes.formats.boxtable import read_box_table
@@ -118,7 +119,140 @@ def test_corrupt_cache_entry_is_recomputed_and_overwritten(
 def test_outputs_never_overwrite_inputs(tmp_path, structured_ckpt, capsys):
     inp = tmp_path / "scan.csv"  # an input that is where its output would go
     inp.write_text("keep me")
-    rc = main(["propose", str(inp), "--out", str(tmp_path), "--checkpoint", str(structured_ckpt),
-               "--device", "cpu", "--points-per-side", "1"])
+    rc = main(
+        [
+            "propose",
+            str(inp),
+            "--out",
+            str(tmp_path),
+            "--checkpoint",
+            str(structured_ckpt),
+            "--device",
+            "cpu",
+            "--points-per-side",
+            "1",
+        ]
+    )
     assert rc == 1 and inp.read_text() == "keep me"
     assert "would overwrite" in capsys.readouterr().err
+
+
+# --- issue 11: every failure is one line, and the batch goes on -------------
+
+
+def run_cli(*args, env=None):
+    """The command in a fresh process, importing this checkout's package."""
+    import os
+
+    import napari_samboxes
+
+    src = str(Path(napari_samboxes.__file__).resolve().parents[1])
+    e = {**os.environ, "PYTHONPATH": src, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "napari_samboxes.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+    )
+
+
+def one_line(err):
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("--points-per-side", "0", "points per side must be an integer from 1"),
+        ("--points-per-side", "-1", "points per side"),
+        ("--points-per-side", "1000000", "points per side"),  # was 7.28 TiB
+        ("--pred-iou-thresh", "nan", "pred iou thresh must be a number from 0 to 1"),
+        ("--stability-score-thresh", "1.5", "stability score thresh"),
+        ("--box-nms-thresh", "-0.1", "box nms thresh"),
+    ],
+)
+def test_bad_settings_are_refused_before_the_model_loads(
+    tmp_path, capsys, option, value, match
+):
+    # the checkpoint does not exist: a check after loading would say so
+    argv = ["propose", "a.png", "--out", str(tmp_path), option, value]
+    rc = main([*argv, "--checkpoint", str(tmp_path / "none.pt")])
+    err = one_line(capsys.readouterr().err)
+    assert rc == 2 and match in err and "none.pt" not in err
+
+
+def test_out_that_is_a_file_and_unavailable_device(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert main(["propose", "a.png", "--out", str(f)]) == 2
+    assert "--out" in one_line(capsys.readouterr().err)
+    rc = main(["propose", "a.png", "--out", str(tmp_path / "o"), "--device", "mps"])
+    err = one_line(capsys.readouterr().err)
+    assert rc == 2 and "'mps' asked for, but MPS" in err
+
+
+@pytest.mark.parametrize("content", [b"hello", b"\x00" * 64])
+def test_bad_checkpoint_is_one_line_in_a_real_process(tmp_path, content):
+    ckpt = tmp_path / "hello.pt"
+    ckpt.write_bytes(content)
+    r = run_cli("propose", "a.png", "--out", str(tmp_path), "--checkpoint", str(ckpt))
+    assert r.returncode == 1 and "hello.pt could not be read" in one_line(r.stderr)
+
+
+def test_view_missing_image_is_one_line_before_napari(tmp_path):
+    code = (
+        "import sys; from napari_samboxes.cli import main; "
+        "rc = main(['view', 'missing.png']); "
+        "print('napari' in sys.modules); sys.exit(rc)"
+    )
+    import napari_samboxes
+
+    src = str(Path(napari_samboxes.__file__).resolve().parents[1])
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert r.returncode == 1 and r.stdout.strip() == "False"
+    assert "missing.png: no such file" in one_line(r.stderr)
+
+
+def test_one_failed_image_or_write_does_not_stop_the_batch(
+    tmp_path, photo, structured_ckpt, capsys, monkeypatch
+):
+    import os
+
+    from PIL import Image
+
+    Image.fromarray(photo).save(tmp_path / "a.gif")  # single frame, palette
+    Image.fromarray(photo).save(tmp_path / "b.png")
+    Image.fromarray(photo).save(tmp_path / "c.png")
+    os.mkfifo(tmp_path / "pipe.png")  # hung the CLI
+    out = tmp_path / "out"
+    (out / "a.csv").mkdir(parents=True)  # an output path that is a folder
+    real_fsync = os.fsync
+
+    def full_disk_for_b(fd):  # the disk fills up while b.csv is written
+        if ".b.csv." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_for_b)
+    imgs = [tmp_path / n for n in ("a.gif", "pipe.png", "b.png", "c.png")]
+    rc = main(
+        ["propose", *map(str, imgs), "--out", str(out), "--points-per-side", "2"]
+        + ["--checkpoint", str(structured_ckpt), "--device", "cpu"]
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "\n".join(lines)
+    assert any("a.gif: cannot write" in ln and "is a folder" in ln for ln in lines)
+    assert any("pipe.png: cannot read image: not a regular file" in ln for ln in lines)
+    assert any("b.png: cannot write" in ln and "No space" in ln for ln in lines)
+    assert lines[-1].endswith("3 of 4 images failed")
+    assert "warning: " in lines[0] and "not the official" in lines[0]
+    assert not (out / "b.csv").exists()
+    t = read_box_table(out / "c.csv")  # the batch went on after the failures
+    assert len(t) > 0 and t.sources == ["candidate"] * len(t)

@@ -25,7 +25,9 @@ def test_missing_checkpoint_says_where_it_looked(tmp_path, monkeypatch):
 
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nope.pt"))
     # a developer's checkout may hold real weights: look elsewhere
-    monkeypatch.setattr(model, "CHECKOUT_WEIGHTS", tmp_path / "weights" / "mobile_sam.pt")
+    monkeypatch.setattr(
+        model, "CHECKOUT_WEIGHTS", tmp_path / "weights" / "mobile_sam.pt"
+    )
     assert find_checkpoint() is None
     with pytest.raises(CheckpointError) as e:
         load_model()
@@ -120,3 +122,74 @@ def test_failed_download_leaves_no_file(tmp_path, monkeypatch, how):
     with pytest.raises((ConnectionError, ValueError)):
         fetch_weights(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- issue 11 ----------------------------------------------------------------
+
+
+def test_a_tensor_of_the_wrong_shape_is_a_checkpoint_error(tmp_path, structured_ckpt):
+    # item 3: load_state_dict's RuntimeError ("size mismatch") escaped
+    state = torch.load(structured_ckpt, map_location="cpu", weights_only=True)
+    key = next(k for k, v in state.items() if k.startswith("mask_decoder") and v.ndim)
+    state[key] = torch.zeros(*(d + 1 for d in state[key].shape))
+    p = tmp_path / "reshaped.pt"
+    torch.save(state, p)
+    with pytest.raises(CheckpointError, match="not a MobileSAM vit_t.*size mismatch"):
+        load_model(p, device="cpu")
+
+
+@pytest.mark.parametrize("content", [b"hello", b"hello\n" * 1000, b"\x80\x04K\x01."])
+def test_any_other_file_is_a_checkpoint_error(tmp_path, content):
+    # item 3: a text file "hello" raised KeyError: 101
+    p = tmp_path / "hello.pt"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match="hello.pt"):
+        load_model(p, device="cpu")
+
+
+def test_env_variable_pointing_nowhere_is_said_not_skipped(
+    tmp_path, monkeypatch, structured_ckpt, _isolated_cache
+):
+    # item 8: a missing $NAPARI_SAMBOXES_WEIGHTS fell back to another file
+    (_isolated_cache / "mobile_sam.pt").write_bytes(Path(structured_ckpt).read_bytes())
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "typo.pt"))
+    assert find_checkpoint() is None
+    with pytest.raises(CheckpointError, match=f"{WEIGHTS_ENV} is set to .*typo.pt"):
+        load_model(device="cpu")
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(CheckpointError, match="which is a folder"):
+        load_model(device="cpu")
+    monkeypatch.setenv(WEIGHTS_ENV, "")  # empty: as if unset
+    assert find_checkpoint() == _isolated_cache / "mobile_sam.pt"
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda", "cuda:7", "tpu", "CPU"])
+def test_unavailable_device_is_refused_before_loading(tmp_path, device):
+    from napari_samboxes.model import DeviceError
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the device")
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and mps is not None and mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(DeviceError, match=f"device '{device}' asked for, but"):
+        load_model(tmp_path / "missing.pt", device=device)
+
+
+@pytest.mark.parametrize("name", ["X.PT", "x.pt", "weights.Pt"])
+def test_fetch_weights_dest_with_any_case_of_pt_is_a_file(tmp_path, monkeypatch, name):
+    # item 8: --dest X.PT created a folder X.PT
+    import pooch
+
+    from napari_samboxes import fetch_weights
+
+    seen = {}
+
+    def retrieve(url, known_hash, fname, path, progressbar):  # the network
+        seen.update(fname=fname, path=Path(path))
+        return str(Path(path) / fname)
+
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
+    assert fetch_weights(tmp_path / "sub" / name) == tmp_path / "sub" / name
+    assert seen == {"fname": name, "path": tmp_path / "sub"}
+    assert not (tmp_path / "sub" / name).exists()

@@ -93,3 +93,19 @@ def test_vectorised_matches_brute_force_and_has_no_loop():
             if isinstance(n, (ast.For, ast.While, ast.comprehension))
         ]
         assert not loops, f"{fn.name} loops in Python"
+
+
+def test_wrong_shapes_are_refused_not_reshaped():
+    # issue 11 item 8: a (2, 3) array of points was read as three points
+    import pytest
+
+    with pytest.raises(ValueError, match=r"points must be an \(N, 2\) array"):
+        select_box(NESTED, np.array([[1, 2, 3], [4, 5, 6]]))
+    with pytest.raises(ValueError, match=r"points must be an \(N, 2\) array"):
+        select_box(NESTED, [22, 22])
+    with pytest.raises(ValueError, match=r"boxes must be an \(N, 4\) array"):
+        select_box(np.arange(8.0), [[1, 1]])
+    with pytest.raises(ValueError, match=r"boxes must be an \(N, 4\) array"):
+        select_box(np.zeros((2, 5)), [[1, 1]])
+    assert select_box(np.zeros((0, 4)), [[1, 1]]) is None
+    assert select_box([], [[1, 1]]) is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ._layers import BOX_STYLE
 from .formats.boxtable import is_box_table, read_box_table
 from .geometry import shapes_from_boxes
@@ -31,10 +33,14 @@ def read_box_table_layer(
     shapes = shapes_from_boxes(table.boxes, table.slices)
     kwargs = dict(BOX_STYLE)
     kwargs["name"] = p.stem
-    kwargs["features"] = {
-        "label": table.labels,
-        "score": table.scores,
-        "source": table.sources,
-    }
+    # object columns: napari turns a list of str into a numpy/pandas string
+    # column, which drops trailing NUL characters of labels
+    kwargs["features"] = pd.DataFrame(
+        {
+            "label": pd.Series(table.labels, dtype=object),
+            "score": pd.Series(table.scores, dtype=float),
+            "source": pd.Series(table.sources, dtype=object),
+        }
+    )
     kwargs["ndim"] = 2 + table.slices.shape[1]
     return [(shapes, kwargs, "shapes")]

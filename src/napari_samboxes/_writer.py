@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .formats.boxtable import write_box_table
-from .geometry import table_from_layer_data
+from .formats.boxtable import BoxTableError, write_box_table
+from .geometry import ShapeError, table_from_layer_data
+
+
+class BoxSaveError(RuntimeError):
+    """A layer refused at save time; the message names the shape at fault.
+
+    Not a ``ValueError``: napari takes a ``ValueError`` from a writer for
+    "this writer does not apply" and shows "not a valid writer" instead of
+    the message.
+    """
 
 
 def write_box_table_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -19,10 +28,13 @@ def write_box_table_layer(path: str, data: Any, meta: dict[str, Any]) -> list[st
 
     Raises
     ------
-    napari_samboxes.geometry.ShapeError
-        For a shape that cannot be saved as a box (nothing is written).
-    napari_samboxes.formats.boxtable.BoxTableError
-        For a value the table could not give back as written.
+    BoxSaveError
+        For a shape that cannot be saved as a box, or a value the table
+        could not give back as written; nothing is written.
     """
-    write_box_table(path, table_from_layer_data(data, meta))
+    try:
+        table = table_from_layer_data(data, meta)
+        write_box_table(path, table)
+    except (ShapeError, BoxTableError) as e:
+        raise BoxSaveError(f"{path}: not saved: {e}") from e
     return [path]

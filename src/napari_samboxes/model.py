@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CheckpointError",
+    "DeviceError",
     "SamModel",
     "WEIGHTS_ENV",
     "build_vit_t",
@@ -52,6 +53,10 @@ _HOW_TO_GET = (
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or not a MobileSAM vit_t."""
+
+
+class DeviceError(ValueError):
+    """A device that is unknown or not available on this machine."""
 
 
 @dataclass
@@ -138,17 +143,32 @@ def default_cache_dir() -> Path:
 def candidate_paths() -> list[tuple[str, Path]]:
     """Where :func:`find_checkpoint` looks, in order, with a description."""
     out: list[tuple[str, Path]] = []
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        out.append((f"${WEIGHTS_ENV}", Path(env).expanduser()))
+    env = _env_weights()
+    if env is not None:
+        out.append((f"${WEIGHTS_ENV}", env))
     checkout = CHECKOUT_WEIGHTS
     out.append(("the checkout's weights/ folder", checkout))
     out.append(("the user cache", default_cache_dir() / WEIGHTS_NAME))
     return out
 
 
+def _env_weights() -> Path | None:
+    """``$NAPARI_SAMBOXES_WEIGHTS`` as a path, or None where unset/empty."""
+    env = os.environ.get(WEIGHTS_ENV, "").strip()
+    return Path(env).expanduser() if env else None
+
+
 def find_checkpoint() -> Path | None:
-    """Return the first existing checkpoint of :func:`candidate_paths`."""
+    """Return the first existing checkpoint of :func:`candidate_paths`.
+
+    Where ``$NAPARI_SAMBOXES_WEIGHTS`` is set, it alone is looked at: a
+    missing file there gives None, never another checkpoint (the user asked
+    for that file; :func:`load_model` then says that the variable points
+    nowhere).
+    """
+    env = _env_weights()
+    if env is not None:
+        return env if env.is_file() else None
     for _, path in candidate_paths():
         if path.is_file():
             return path
@@ -167,20 +187,31 @@ def file_digest(path: str | Path) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    """Resolve ``"auto"`` to CUDA, then MPS, then CPU; check the others."""
+    """Resolve ``"auto"`` to CUDA, then MPS, then CPU; check the others.
+
+    Raises
+    ------
+    DeviceError
+        For an unknown device name, or one this machine does not have
+        (``cuda`` without CUDA, ``cuda:3`` with two GPUs, ``mps`` off Apple
+        silicon).
+    """
     import torch
 
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+        return "cuda" if n_cuda else "mps" if has_mps else "cpu"
+    if device == "mps":
+        ok, what = has_mps, "MPS (Apple silicon) is not available here"
+    elif device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        ok = int(device[5:] or 0) < n_cuda
+        what = f"this machine has {n_cuda} CUDA device(s)"
+    else:
+        ok, what = device == "cpu", "that is no device name: use auto, cpu, cuda or mps"
+    if not ok:
+        raise DeviceError(f"device {device!r} asked for, but {what}")
     return device
 
 
@@ -192,7 +223,6 @@ _OTHER_SAM = {
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import pickle
-    import zipfile
 
     import torch
 
@@ -202,7 +232,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         # weights_only: a checkpoint is data; a pickle that would run code
         # is refused by torch's restricted unpickler before anything runs.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4"
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
         culprit = next(
@@ -218,10 +250,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} could not be read ({size} bytes; not a torch "
             f"file or damaged). {_HOW_TO_GET}"
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - truncated, a text file (KeyError)...
         raise CheckpointError(
-            f"checkpoint {path} could not be read ({size} bytes; "
-            f"truncated or not a torch file: {e}). {_HOW_TO_GET}"
+            f"checkpoint {path} could not be read ({size} bytes; truncated or "
+            f"not a torch file: {type(e).__name__}: {e}). {_HOW_TO_GET}"
         ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
@@ -256,9 +288,23 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Sa
     ------
     CheckpointError
         If the file is missing, empty, truncated, refused (code in the
-        pickle) or not a MobileSAM vit_t state dict. The message says what
-        was looked for and how to fix it.
+        pickle) or not a MobileSAM vit_t state dict (wrong keys, or a
+        tensor of the wrong shape), or ``$NAPARI_SAMBOXES_WEIGHTS`` points
+        to no file. The message says what was looked for and how to fix it.
+        A bad file raises nothing else.
+    DeviceError
+        If the device is unknown or not available (checked before the file
+        is read).
     """
+    dev = pick_device(device)
+    env = _env_weights()
+    if checkpoint is None and env is not None and not env.is_file():
+        raise CheckpointError(
+            f"{WEIGHTS_ENV} is set to {env}, which is "
+            f"{'a folder' if env.is_dir() else 'not there'}: point it at "
+            f"mobile_sam.pt, or unset it to use the checkout's weights/ or "
+            f"the user cache ({default_cache_dir() / WEIGHTS_NAME}). " + _HOW_TO_GET
+        )
     if checkpoint is None:
         found = find_checkpoint()
         if found is None:
@@ -279,7 +325,14 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Sa
                 "napari-samboxes runs MobileSAM only. " + _HOW_TO_GET
             )
     sam = build_vit_t()
-    result = sam.load_state_dict(state, strict=False)
+    try:
+        result = sam.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        first = next((ln.strip() for ln in str(e).splitlines() if "size" in ln), e)
+        raise CheckpointError(
+            f"checkpoint {path} is not a MobileSAM vit_t state dict ({first}). "
+            + _HOW_TO_GET
+        ) from e
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:3])
         unexpected = ", ".join(result.unexpected_keys[:3])
@@ -298,8 +351,10 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Sa
             UserWarning,
             stacklevel=2,
         )
-    dev = pick_device(device)
-    sam.to(dev)
+    try:
+        sam.to(dev)
+    except RuntimeError as e:  # out of GPU memory, a broken driver
+        raise DeviceError(f"cannot move the model to {dev}: {e}") from e
     sam.eval()
     return SamModel(
         sam=sam, checkpoint=path, digest=digest, device=dev, official=official
@@ -316,7 +371,8 @@ def fetch_weights(dest: str | Path | None = None) -> Path:
     Parameters
     ----------
     dest : str or Path, optional
-        A folder, or a file path ending in ``.pt``. Default: the user cache.
+        A folder, or a file path ending in ``.pt`` (any case: ``X.PT`` is a
+        file). Default: the user cache.
 
     Returns
     -------
@@ -329,7 +385,7 @@ def fetch_weights(dest: str | Path | None = None) -> Path:
         folder, name = default_cache_dir(), WEIGHTS_NAME
     else:
         dest = Path(dest).expanduser()
-        if dest.suffix == ".pt":
+        if dest.suffix.lower() == ".pt" and not dest.is_dir():
             folder, name = dest.parent, dest.name
         else:
             folder, name = dest, WEIGHTS_NAME

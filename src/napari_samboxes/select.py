@@ -12,19 +12,41 @@ import numpy as np
 __all__ = ["containing", "select_box"]
 
 
+def _array(value: Any, width: int, what: str) -> np.ndarray:
+    """``value`` as an (N, width) float array; empty input gives N = 0.
+
+    Raises ValueError for any other shape instead of reshaping it.
+    """
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, width)
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"{what} must be an (N, {width}) array, not {arr.shape}")
+    return arr
+
+
 def _boxes_of(candidates: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    boxes = getattr(candidates, "boxes", candidates)
+    boxes = _array(getattr(candidates, "boxes", candidates), 4, "boxes")
     areas = getattr(candidates, "areas", None)
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), areas
+    if areas is not None and np.shape(areas) != (len(boxes),):
+        raise ValueError(
+            f"areas must be a ({len(boxes)},) array, not {np.shape(areas)}"
+        )
+    return boxes, areas
 
 
 def containing(boxes: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Return a (N,) bool mask: boxes (xyxy) that contain every point.
 
     Boundaries are inclusive. ``points`` is (K, 2) in (x, y).
+
+    Raises
+    ------
+    ValueError
+        If ``boxes`` is not (N, 4) or ``points`` not (K, 2).
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    boxes = _array(boxes, 4, "boxes")
+    pts = _array(points, 2, "points")
     if len(pts) == 0:
         return np.zeros(len(boxes), dtype=bool)
     lo = pts.min(axis=0)  # a box holds all points iff it holds their hull
@@ -55,9 +77,15 @@ def select_box(candidates: Any, points: Any) -> int | None:
         The index into ``candidates``; among equal areas the earliest (for
         :class:`Candidates`, the higher predicted IoU). ``None`` if no
         candidate contains every point or no point is given.
+
+    Raises
+    ------
+    ValueError
+        If the boxes are not (N, 4), the areas not (N,) or the points not
+        (K, 2) (a single point is ``[[x, y]]``).
     """
     boxes, areas = _boxes_of(candidates)
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = _array(points, 2, "points")
     if len(pts) == 0 or len(boxes) == 0 or not np.isfinite(pts).all():
         return None
     hit = containing(boxes, pts)
