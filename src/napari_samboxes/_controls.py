@@ -19,6 +19,7 @@ from magicgui.widgets import (
     SpinBox,
     Widget,
 )
+from psygnal import Signal
 
 from .pipeline import RunRequest
 from .settings import DEFAULTS, MAX_POINTS_PER_SIDE, Settings
@@ -35,6 +36,9 @@ DEFAULT_CLASS = "object"
 class ClassBox(ComboBox):
     """A drop-down of classes that also takes a new name (typed, or set
     from Python: ``box_label.value = "cup"`` adds "cup")."""
+
+    #: Emitted with the new names when classes are added.
+    classes_added = Signal(list)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -63,6 +67,7 @@ class ClassBox(ComboBox):
         new = [n for n in dict.fromkeys(names) if n and n not in self.choices]
         if new:
             self.choices = (*self.choices, *new)
+            self.classes_added.emit(new)
         return new
 
 
@@ -130,6 +135,13 @@ def make_controls(
         PushButton(name="run", text="Run"),
         PushButton(name="cancel", text="Cancel", enabled=False),
         ClassBox(name="box_label", label="class", choices=[DEFAULT_CLASS]),
+        FileEdit(
+            name="classes_file",
+            label="class list",
+            mode="w",  # type: ignore[arg-type]
+            filter="*.txt",
+            value="",  # type: ignore[arg-type]
+        ),
         PushButton(name="relabel", text="Relabel selected boxes"),
         PushButton(name="smaller", text="Smaller  [", tooltip="next smaller box ( [ )"),
         PushButton(name="larger", text="Larger  ]", tooltip="next larger box ( ] )"),
@@ -137,10 +149,6 @@ def make_controls(
         PushButton(name="redo", text="Redo", tooltip="Ctrl+Shift+Z"),
         _wrapping_label("status"),
     ]
-
-
-def remember_class(box: ClassBox) -> None:
-    """Hook for saving the class list (folder mode overrides it)."""
 
 
 def thresholds(w: SamBoxesWidget) -> tuple[float, float, float]:
@@ -224,3 +232,28 @@ def start_download(w: SamBoxesWidget) -> None:
     w.download.enabled = False
     w.say("downloading weights...")
     worker.start()
+
+
+def load_classes(self: SamBoxesWidget) -> None:
+    """Read the chosen class list into the class drop-down, then save the union."""
+    from .dataset import read_classes
+
+    path = Path(str(self.classes_file.value or ""))
+    if path.is_file():
+        try:
+            self.box_label.add_classes(read_classes(path))
+        except (OSError, ValueError) as e:
+            self.notify(str(e), "error")
+    save_classes(self)
+
+
+def save_classes(self: SamBoxesWidget) -> None:
+    """Write the classes to the chosen class list (atomic)."""
+    from .dataset import write_classes
+
+    path = str(self.classes_file.value or "")
+    if path not in ("", "."):
+        try:
+            write_classes(path, list(self.box_label.choices))
+        except (OSError, ValueError) as e:
+            self.notify(f"could not save the class list: {e}", "error")

@@ -48,11 +48,14 @@ class FolderMode:
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.flush)
         self._background: Any = None
+        #: Images of the look-ahead computed so far (for tests and status).
+        self.background_done = 0
         self._after_run: Any = None
         self.name = Path(folder).resolve().name or "folder"
         widget.boxes_changed.connect(self._on_boxes_changed)
         widget.run_finished.connect(self._on_run_finished)
         widget.box_label.add_classes(self.dataset.classes())
+        widget.classes_file.value = str(self.dataset.classes_path)
 
     # -- navigation ----------------------------------------------------------
     def show(self, index: int) -> None:
@@ -159,8 +162,15 @@ class FolderMode:
         worker = thread_worker(precompute, start_thread=False, ignore_errors=True)(
             todo, request, self.w.cache
         )
+        worker.yielded.connect(self._on_background_event)
         self._background = worker
         worker.start()
+
+    def _on_background_event(self, ev: Any) -> None:
+        from .pipeline import Precomputed
+
+        if isinstance(ev, Precomputed):
+            self.background_done += 1
 
     def _stop_background(self) -> None:
         if self._background is not None:

@@ -94,6 +94,8 @@ class SamBoxesWidget(Container):
         )
         self.show_candidates.changed.connect(self.preview.apply_mode)
         self.box_label.changed.connect(self._on_class)
+        self.box_label.classes_added.connect(lambda _: _controls.save_classes(self))
+        self.classes_file.changed.connect(lambda: _controls.load_classes(self))
         layers = self.viewer.layers
         layers.events.inserted.connect(self._reset_images)
         layers.events.removed.connect(self._reset_images)
@@ -139,7 +141,6 @@ class SamBoxesWidget(Container):
         getattr(notifications, f"show_{level}")(f"SAM boxes: {text}")
 
     def _on_class(self, event: Any = None) -> None:
-        _controls.remember_class(self.box_label)
         if self.layers is not None and self.layers.get("boxes") is not None:
             self.layers.boxes().feature_defaults = self._hand_defaults()
 
@@ -284,6 +285,11 @@ class SamBoxesWidget(Container):
             self.say(f"{len(self.session.candidates)} candidates")
 
     # -- folder mode -----------------------------------------------------------
+    def pick(self, pts: np.ndarray) -> Change | None:
+        """Pick with points in the image layer's data coordinates (rows,
+        columns, leading slice indices), as two clicks in the picks layer."""
+        return _editing.pick(self, pts)
+
     def _folder_do(self, action: str, *args: Any) -> None:
         if self.folder_mode is None:
             return self.notify("open a folder first (the 'folder' control).")

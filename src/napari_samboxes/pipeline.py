@@ -26,6 +26,7 @@ __all__ = [
     "FromCache",
     "ModelReady",
     "PlaneReady",
+    "Precomputed",
     "RunError",
     "RunEvent",
     "RunRequest",
@@ -74,7 +75,15 @@ class BatchDone:
     raw: RawMasks
 
 
-RunEvent = PlaneReady | ModelReady | Encoded | FromCache | BatchDone
+@dataclass(frozen=True)
+class Precomputed:
+    """One image of a look-ahead is in the cache (or was skipped)."""
+
+    path: Path
+    ok: bool
+
+
+RunEvent = PlaneReady | ModelReady | Encoded | FromCache | BatchDone | Precomputed
 
 
 class RunError(Exception):

@@ -1,0 +1,182 @@
+"""Folder mode in a real viewer: open, candidates without Run, pick with
+classes, navigate, autosave on disk, export and read back; and a SIGKILL
+right after a pick loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from napari_samboxes._widget import SamBoxesWidget
+from napari_samboxes.cache import CandidateCache
+from napari_samboxes.dataset import Dataset
+from napari_samboxes.formats.boxtable import read_box_table
+from napari_samboxes.formats.convert import export_dataset, import_dataset
+
+TIMEOUT = 120_000
+
+
+@pytest.fixture
+def folder(tmp_path, photo):
+    """Three images of different sizes and formats."""
+    from PIL import Image
+
+    d = tmp_path / "shots"
+    d.mkdir()
+    Image.fromarray(photo).save(d / "img1.png")
+    Image.fromarray(photo[:160, :200]).save(d / "img2.jpg", quality=95)
+    Image.fromarray(photo[20:140, 30:250, 0]).save(d / "img10.png")
+    (d / "classes.txt").write_text("cup\nplate\n")
+    return d
+
+
+def wait_candidates(widget, qtbot):
+    qtbot.waitUntil(
+        lambda: widget.current_run is None and len(widget.session.candidates) > 0,
+        timeout=TIMEOUT,
+    )
+
+
+def pick_first(widget, picks, offset=0):
+    """Pick the ``offset``-th smallest candidate by two inner points."""
+    c = widget.session.candidates
+    x0, y0, x1, y1 = c.boxes[offset]
+    pts = np.array([[y0 + 0.3 * (y1 - y0), x0 + 0.3 * (x1 - x0)],
+                    [y1 - 0.3 * (y1 - y0), x1 - 0.3 * (x1 - x0)]])
+    picks.add(pts[0])
+    picks.add(pts[1])
+
+
+def on_disk(folder, name):
+    p = folder / "annotations" / f"{name}.csv"
+    return read_box_table(p) if p.exists() else None
+
+
+def test_folder_session_end_to_end(
+    make_napari_viewer, folder, structured_ckpt, tmp_path, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = SamBoxesWidget(
+        viewer, cache=CandidateCache(tmp_path / "cache"), points_per_batch=16
+    )
+    viewer.window.add_dock_widget(widget)
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = 4
+    widget.folder.value = str(folder)  # opens the folder; no Run pressed
+    assert list(widget.box_label.choices)[:2] == ["cup", "plate"]
+    wait_candidates(widget, qtbot)
+    assert "image 1 of 3, 0 annotated" in widget.folder_progress.value
+    n_layers = len(viewer.layers)
+    picks = viewer.layers.selection.active
+    widget.box_label.value = "cup"
+    pick_first(widget, picks, 0)
+    widget.box_label.value = "plate"
+    pick_first(widget, picks, 1)
+    first = widget.session.boxes
+    assert first.labels == ("cup", "plate")
+    qtbot.waitUntil(lambda: on_disk(folder, "img1") is not None, timeout=5000)
+    qtbot.waitUntil(lambda: len(on_disk(folder, "img1")) == 2, timeout=5000)
+    t = on_disk(folder, "img1")
+    assert t.labels == ["cup", "plate"]
+    np.testing.assert_array_equal(t.boxes, first.xyxy)
+
+    # image 2: its candidates were precomputed in the background
+    qtbot.waitUntil(lambda: widget.folder_mode.background_done >= 1, timeout=TIMEOUT)
+    outcomes = []
+    widget.run_finished.connect(outcomes.append)
+    widget.next_image.changed.emit(True)
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=TIMEOUT)
+    assert outcomes[0] == "cached"
+    assert "image 2 of 3, 1 annotated" in widget.folder_progress.value
+    assert len(widget.session.boxes) == 0
+    pick_first(widget, viewer.layers.selection.active, 0)
+    qtbot.waitUntil(lambda: on_disk(folder, "img2") is not None, timeout=5000)
+    assert len(viewer.layers) == n_layers  # layers are reused
+
+    widget.prev_image.changed.emit(True)
+    wait_candidates(widget, qtbot)
+    assert widget.session.boxes == first
+    np.testing.assert_array_equal(
+        np.round(widget.layers.read_boxes({}).xyxy), first.xyxy
+    )
+
+    # exports, read back to identical boxes
+    ds = Dataset(folder)
+    want = {p.name: ds.load_boxes(p) for p in ds.images if ds.is_annotated(p)}
+    assert set(want) == {"img1.png", "img2.jpg"}
+    for fmt in ("coco", "yolo", "voc"):
+        out = tmp_path / f"out-{fmt}"
+        export_dataset(folder, fmt, out)
+        back = tmp_path / f"back-{fmt}"
+        back.mkdir()
+        for p in ds.images:
+            (back / p.name).write_bytes(p.read_bytes())
+        import_dataset(out, fmt, back)
+        got = Dataset(back)
+        for name, table in want.items():
+            b = got.load_boxes(name)
+            assert b.labels == table.labels, fmt
+            np.testing.assert_array_equal(b.boxes, table.boxes)
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(tmp_path / "out-coco" / "annotations.json"))
+    assert len(coco.getAnnIds()) == 3
+    doc = json.loads((tmp_path / "out-coco" / "annotations.json").read_text())
+    x0, y0, x1, y1 = want["img1.png"].boxes[0]
+    assert doc["annotations"][0]["bbox"] == [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
+    root = ET.parse(tmp_path / "out-voc" / "img1.xml").getroot()
+    assert root.find("size/width").text == "256"
+    assert int(root.find("object/bndbox/xmin").text) == int(x0) + 1
+
+
+def test_sigkill_right_after_a_pick_loses_nothing(folder, structured_ckpt, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        import numpy as np
+        import napari
+        from qtpy.QtWidgets import QApplication
+        from napari_samboxes._widget import SamBoxesWidget
+        from napari_samboxes.cache import CandidateCache
+        viewer = napari.Viewer(show=False)
+        w = SamBoxesWidget(viewer, cache=CandidateCache({str(tmp_path / "c")!r}))
+        w.checkpoint.value = {str(structured_ckpt)!r}
+        w.points_per_side.value = 2
+        w.folder.value = {str(folder)!r}
+        app = QApplication.instance()
+        while w.current_run is not None or len(w.session.candidates) == 0:
+            app.processEvents(); time.sleep(0.01)
+        x0, y0, x1, y1 = w.session.candidates.boxes[0]
+        w.pick(np.array([[y0, x0], [y1, x1]], float))
+        t = time.time()
+        while time.time() - t < 1.0:
+            app.processEvents(); time.sleep(0.01)
+        print("PICKED", x0, y0, x1, y1, flush=True)
+        time.sleep(60)
+        """
+    )
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        line = ""
+        while not line.startswith("PICKED"):
+            line = proc.stdout.readline()
+            assert line, "the child ended before picking"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    box = [float(v) for v in line.split()[1:]]
+    t = on_disk(folder, "img1")
+    assert t is not None and len(t) == 1
+    np.testing.assert_array_equal(t.boxes[0], box)
