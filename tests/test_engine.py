@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from napari_samboxes import Candidates, propose_boxes
-from napari_samboxes.engine import RawMasks, iter_raw_batches, reference_candidates
+from napari_samboxes.engine import RawMasks, iter_raw_batches
+from napari_samboxes.testing import reference_candidates
 
 PPS = 4  # 16 prompts: 48 masks
 
@@ -132,8 +133,27 @@ def test_grayscale_and_uint16_inputs(structured_model, photo):
 @pytest.mark.parametrize("shape", [(4, 4, 3), (15, 12), (10, 3000, 3), (3000, 10)])
 def test_tiny_and_extreme_aspect_images(structured_model, shape):
     img = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
-    c = propose_boxes(img, structured_model, points_per_side=1, pred_iou_thresh=0, stability_score_thresh=0)
+    c = propose_boxes(
+        img,
+        structured_model,
+        points_per_side=1,
+        pred_iou_thresh=0,
+        stability_score_thresh=0,
+    )
     h, w = shape[:2]
     assert len(c) > 0
     assert (c.boxes[:, [0, 2]] <= w - 1).all() and (c.boxes[:, [1, 3]] <= h - 1).all()
     assert (c.boxes >= 0).all()
+
+
+def test_settings_object_and_overrides_agree(structured_model, photo, raw_photo):
+    from napari_samboxes.settings import DEFAULTS
+
+    t = float(np.median(raw_photo.iou_preds))
+    s = DEFAULTS.with_(points_per_side=PPS, pred_iou_thresh=t)
+    a = raw_photo.candidates(s)
+    b = raw_photo.candidates(t, DEFAULTS.stability_score_thresh)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    c = propose_boxes(photo, structured_model, s)
+    np.testing.assert_array_equal(a.boxes, c.boxes)
+    assert 0 < len(a) < len(raw_photo.candidates())  # the threshold counts

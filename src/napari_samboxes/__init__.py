@@ -6,7 +6,8 @@ only when a model is loaded or run.
 
 from __future__ import annotations
 
-from .engine import Candidates, RawMasks, propose_boxes
+from .candidates import Candidates, RawMasks
+from .engine import propose_boxes
 from .model import CheckpointError, SamModel, fetch_weights, load_model
 from .select import select_box
 

@@ -29,12 +29,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
+from .candidates import Candidates
 from .model import build_vit_t
+from .settings import DEFAULTS, Settings
 
 __all__ = [
+    "reference_candidates",
     "structured_state_dict",
     "write_random_checkpoint",
     "write_structured_checkpoint",
@@ -247,3 +252,39 @@ def write_random_checkpoint(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     torch.save(build_vit_t().state_dict(), path)
     return path
+
+
+def reference_candidates(
+    image: np.ndarray, model: Any, settings: Settings | None = None, **overrides: Any
+) -> Candidates:
+    """Candidates from ``mobile_sam.SamAutomaticMaskGenerator`` itself.
+
+    The reference the engine is checked against (tests, benchmarks), with
+    the same :class:`~napari_samboxes.settings.Settings` (``overrides``
+    change single fields). ``image`` must be H x W x 3 uint8.
+    """
+    from .model import _import_mobile_sam
+
+    s = settings if settings is not None else DEFAULTS
+    if overrides:
+        s = s.with_(**overrides)
+    sam = getattr(model, "sam", model)
+    device = str(next(sam.parameters()).device)
+    kwargs = s.as_dict()
+    kwargs["points_per_batch"] = s.batch_for(device.split(":")[0])
+    gen = _import_mobile_sam().SamAutomaticMaskGenerator(sam, **kwargs)
+    with torch.inference_mode():
+        records = gen.generate(image)
+    if not records:
+        return Candidates.empty()
+    xywh = np.array([r["bbox"] for r in records], dtype=np.float64)
+    boxes = xywh.copy()
+    boxes[:, 2] = xywh[:, 0] + xywh[:, 2]
+    boxes[:, 3] = xywh[:, 1] + xywh[:, 3]
+    return Candidates.from_unsorted(
+        boxes,
+        np.array([r["area"] for r in records], dtype=np.int64),
+        np.array([r["predicted_iou"] for r in records], dtype=np.float32),
+        np.array([r["stability_score"] for r in records], dtype=np.float32),
+        np.array([r["point_coords"][0] for r in records], dtype=np.float64),
+    )
