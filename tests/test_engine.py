@@ -157,3 +157,33 @@ def test_settings_object_and_overrides_agree(structured_model, photo, raw_photo)
     c = propose_boxes(photo, structured_model, s)
     np.testing.assert_array_equal(a.boxes, c.boxes)
     assert 0 < len(a) < len(raw_photo.candidates())  # the threshold counts
+
+
+@pytest.fixture(scope="module")
+def small_photo(photo) -> np.ndarray:
+    """A 128 x 96 photo: crop layers stay affordable (one encoder run per crop)."""
+    from skimage import transform
+
+    img = transform.resize(photo, (96, 128), anti_aliasing=True)
+    return (img * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("layers", "crop_nms"), [(1, 0.5), (2, 0.7)])
+def test_crop_layers_match_reference(structured_model, small_photo, layers, crop_nms):
+    # crop NMS at 0.5 removes about a third of the one-layer candidates here
+    kw = dict(
+        points_per_side=4,
+        crop_n_layers=layers,
+        crop_n_points_downscale_factor=2,
+        crop_nms_thresh=crop_nms,
+        pred_iou_thresh=0.0,
+    )
+    ref = reference_candidates(small_photo, structured_model, **kw)
+    got = propose_boxes(small_photo, structured_model, **kw)
+    flat = propose_boxes(small_photo, structured_model, **{**kw, "crop_n_layers": 0})
+    # the crops contribute boxes that the whole image alone does not give
+    assert {tuple(b) for b in ref.boxes} - {tuple(b) for b in flat.boxes}
+    assert_same(ref, got)
+    np.testing.assert_array_equal(got.boxes, ref.boxes)
+    np.testing.assert_array_equal(got.areas, ref.areas)
+    np.testing.assert_array_equal(got.points, ref.points)
