@@ -175,11 +175,18 @@ def run_case(
     results: dict[str, Any] = {}
     if warm:
         for _, fn in sides:
-            fn()
-    for _ in range(repeats):
-        for name, fn in sides:  # interleaved
-            dt, results[name] = timed(fn, device)
-            times[name].append(dt)
+            try:
+                fn()
+            except RuntimeError:
+                pass  # reported by the timed runs below
+    try:
+        for _ in range(repeats):
+            for name, fn in sides:  # interleaved
+                dt, results[name] = timed(fn, device)
+                times[name].append(dt)
+    except RuntimeError as e:  # out of memory on a device: say so, go on
+        print(f"{hw[1]}x{hw[0]}, {pps}x{pps}: FAILED ({str(e).splitlines()[0]})")
+        return
 
     def fmt(name: str) -> str:
         ts = times[name]

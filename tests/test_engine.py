@@ -144,3 +144,114 @@ def test_tiny_and_extreme_aspect_images(structured_model, shape):
     assert len(c) > 0
     assert (c.boxes[:, [0, 2]] <= w - 1).all() and (c.boxes[:, [1, 3]] <= h - 1).all()
     assert (c.boxes >= 0).all()
+
+
+def test_settings_object_and_overrides_agree(structured_model, photo, raw_photo):
+    from napari_samboxes.settings import DEFAULTS
+
+    t = float(np.median(raw_photo.iou_preds))
+    s = DEFAULTS.with_(points_per_side=PPS, pred_iou_thresh=t)
+    a = raw_photo.candidates(s)
+    b = raw_photo.candidates(t, DEFAULTS.stability_score_thresh)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    c = propose_boxes(photo, structured_model, s)
+    np.testing.assert_array_equal(a.boxes, c.boxes)
+    assert 0 < len(a) < len(raw_photo.candidates())  # the threshold counts
+
+
+@pytest.fixture(scope="module")
+def small_photo(photo) -> np.ndarray:
+    """A 128 x 96 photo: crop layers stay affordable (one encoder run per crop)."""
+    from skimage import transform
+
+    img = transform.resize(photo, (96, 128), anti_aliasing=True)
+    return (img * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("layers", "crop_nms"), [(1, 0.5), (2, 0.7)])
+def test_crop_layers_match_reference(structured_model, small_photo, layers, crop_nms):
+    # crop NMS at 0.5 removes about a third of the one-layer candidates here
+    kw = dict(
+        points_per_side=4,
+        crop_n_layers=layers,
+        crop_n_points_downscale_factor=2,
+        crop_nms_thresh=crop_nms,
+        pred_iou_thresh=0.0,
+    )
+    ref = reference_candidates(small_photo, structured_model, **kw)
+    got = propose_boxes(small_photo, structured_model, **kw)
+    flat = propose_boxes(small_photo, structured_model, **{**kw, "crop_n_layers": 0})
+    # the crops contribute boxes that the whole image alone does not give
+    assert {tuple(b) for b in ref.boxes} - {tuple(b) for b in flat.boxes}
+    assert_same(ref, got)
+    np.testing.assert_array_equal(got.boxes, ref.boxes)
+    np.testing.assert_array_equal(got.areas, ref.areas)
+    np.testing.assert_array_equal(got.points, ref.points)
+
+
+@pytest.fixture()
+def encoder_calls(structured_model, monkeypatch):
+    """Counts the image encoder's runs (the real encoder still runs)."""
+    enc = structured_model.sam.image_encoder
+    calls = []
+    real = enc.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enc, "forward", counting)
+    return calls
+
+
+def test_embedding_reuse_skips_the_encoder(structured_model, photo, encoder_calls):
+    from napari_samboxes.engine import encode_image
+
+    emb = encode_image(photo, structured_model)
+    assert len(encoder_calls) == 1
+    kw = dict(points_per_side=2)
+    with_emb = [
+        r for _, _, r in iter_raw_batches(photo, structured_model, embedding=emb, **kw)
+    ]
+    assert len(encoder_calls) == 1  # not run again
+    fresh = [r for _, _, r in iter_raw_batches(photo, structured_model, **kw)]
+    assert len(encoder_calls) == 2
+    a, b = RawMasks.concat(with_emb), RawMasks.concat(fresh)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.iou_preds, b.iou_preds)
+
+
+def test_prompt_boxes_match_full_resolution_masks(
+    structured_model, photo, encoder_calls
+):
+    import torch
+    from mobile_sam import SamPredictor
+    from mobile_sam.utils.amg import batched_mask_to_box
+
+    from napari_samboxes.engine import encode_image, prompt_boxes
+
+    sam = structured_model.sam
+    emb = encode_image(photo, structured_model)
+    # large boxes with a positive point inside: the structured checkpoint
+    # answers points (box corners alone give empty masks)
+    boxes = np.array([[10, 20, 120, 150], [100, 30, 250, 180], [0, 0, 255, 191]])
+    points = np.array([[[60, 80]], [[170, 90]], [[128, 96]]], dtype=float)
+    calls = len(encoder_calls)
+    got, ious = prompt_boxes(structured_model, emb, boxes, points=points)
+    assert len(encoder_calls) == calls  # no encoder run for prompts
+    pred = SamPredictor(sam)
+    pred.set_image(photo)
+    tr = pred.transform
+    with torch.inference_mode():
+        masks, ref_iou, _ = pred.predict_torch(
+            torch.as_tensor(tr.apply_coords(points, photo.shape[:2])),
+            torch.ones(3, 1, dtype=torch.int),
+            torch.as_tensor(tr.apply_boxes(boxes, photo.shape[:2])),
+            multimask_output=False,
+        )
+    ref = batched_mask_to_box(masks[:, 0]).numpy()
+    assert (masks.sum(dim=(1, 2, 3)) > 0).sum() >= 2  # non-empty masks
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(ious, ref_iou[:, 0].numpy(), rtol=1e-5)
+    empty_b, empty_i = prompt_boxes(structured_model, emb, np.zeros((0, 4)))
+    assert empty_b.shape == (0, 4) and empty_i.shape == (0,)

@@ -7,8 +7,8 @@ only when a model is loaded or run.
 from __future__ import annotations
 
 from .candidates import Candidates, RawMasks
-from .engine import propose_boxes
 from .model import CheckpointError, SamModel, fetch_weights, load_model
+from .pipeline import propose_boxes
 from .select import select_box
 
 __version__ = "0.1.0"

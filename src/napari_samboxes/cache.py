@@ -1,51 +1,84 @@
-"""Raw per-mask results on disk, keyed by image, checkpoint and settings.
+"""Raw per-mask results and image embeddings on disk, keyed by image,
+checkpoint and the settings that change the raw results.
 
 The raw results (before thresholds) are cached, so every threshold setting
-is served from one entry. A damaged entry is ignored (and overwritten by the
-next save); it is never fatal. No napari or Qt here.
+is served from one entry (``<key>.npz``); the image embedding sits next to
+it (``<key>.emb.npz``, float32 as computed, so a cached embedding gives the
+same candidates). Every array is checked for dtype and shape on load: a
+damaged entry is ignored (and overwritten by the next save), never fatal.
+Writes are atomic. No napari or Qt here.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .candidates import RawMasks
-from .settings import Settings
+from .settings import DEFAULTS, Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Embedding
 
 __all__ = ["CandidateCache", "cache_key"]
 
 #: Bump when the engine's results change meaning.
-ENGINE_VERSION = 1
-_FIELDS = ("boxes", "areas", "iou_preds", "stability", "points")
+ENGINE_VERSION = 2
+#: dtype and trailing shape of each RawMasks array (leading axis: masks)
+_LAYOUT: dict[str, tuple[type, tuple[int, ...]]] = {
+    "boxes": (np.int64, (4,)),
+    "areas": (np.int64, ()),
+    "iou_preds": (np.float32, ()),
+    "stability": (np.float32, ()),
+    "points": (np.float64, (2,)),
+    "crop_boxes": (np.int64, (4,)),
+    "near_edge": (np.bool_, ()),
+}
+_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
-def cache_key(rgb8: np.ndarray, checkpoint_digest: str, settings: Settings) -> str:
-    """Key of an image's candidates: content of the 8-bit RGB image fed to
-    SAM, the checkpoint's content hash and the point grid."""
+def cache_key(
+    rgb8: np.ndarray, checkpoint_digest: str, settings: Settings | int
+) -> str:
+    """Key of an image's candidates.
+
+    The content of the 8-bit RGB image fed to SAM, the checkpoint's content
+    hash and the settings that change the raw results: the point grid and
+    the crop layers (thresholds and NMS are applied after the cache). An
+    int is taken as ``points_per_side`` with the other defaults.
+    """
     import xxhash
 
+    s = settings if isinstance(settings, Settings) else DEFAULTS
+    if not isinstance(settings, Settings):
+        s = s.with_(points_per_side=int(settings))
+    grid = (
+        s.points_per_side,
+        s.crop_n_layers,
+        repr(float(s.crop_overlap_ratio)),
+        s.crop_n_points_downscale_factor,
+    )
     h = xxhash.xxh128()
     arr = np.ascontiguousarray(rgb8)
     h.update(f"v{ENGINE_VERSION}|{arr.shape}|{arr.dtype}|".encode())
     h.update(arr.data)
-    grid = (
-        settings.points_per_side,
-        settings.crop_n_layers,
-        round(settings.crop_overlap_ratio, 9),
-        settings.crop_n_points_downscale_factor,
-    )
     h.update(f"|{checkpoint_digest}|grid={grid}".encode())
     return h.hexdigest()
 
 
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
 class CandidateCache:
-    """A folder of ``<key>.npz`` files holding :class:`RawMasks`.
+    """A folder of ``<key>.npz`` (:class:`RawMasks`) and ``<key>.emb.npz``.
 
     Parameters
     ----------
@@ -62,43 +95,77 @@ class CandidateCache:
         self.folder = Path(folder)
 
     def path(self, key: str) -> Path:
-        """File of an entry."""
+        """File of an entry's raw results."""
         return self.folder / f"{key}.npz"
 
-    def load(self, key: str) -> RawMasks | None:
-        """Return the entry, or None if absent or damaged."""
-        p = self.path(key)
+    def embedding_path(self, key: str) -> Path:
+        """File of an entry's image embedding."""
+        return self.folder / f"{key}.emb.npz"
+
+    def _read(self, p: Path) -> dict[str, np.ndarray] | None:
         if not p.is_file():
             return None
         try:
             with np.load(p, allow_pickle=False) as z:
-                parts = {k: z[k] for k in _FIELDS}
-            raw = RawMasks(**parts)
-            n = len(raw.areas)
-            if (
-                raw.boxes.shape != (n, 4)
-                or raw.points.shape != (n, 2)
-                or any(len(parts[k]) != n for k in ("iou_preds", "stability"))
-            ):
-                return None
-            return raw
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                return {k: z[k] for k in z.files}
+        except _ERRORS:
             return None
+
+    def _write(self, p: Path, data: bytes) -> Path | None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return atomic_write_bytes(p, data)
+        except OSError:
+            return None
+
+    def load(self, key: str) -> RawMasks | None:
+        """Return the entry, or None if absent or damaged (any array of the
+        wrong dtype or shape, a missing array, an unreadable file)."""
+        parts = self._read(self.path(key))
+        if parts is None or "areas" not in parts:
+            return None
+        n = len(parts["areas"]) if parts["areas"].ndim == 1 else -1
+        for name, (dtype, tail) in _LAYOUT.items():
+            a = parts.get(name)
+            if a is None or a.dtype != dtype or a.shape != (n, *tail):
+                return None
+        return RawMasks(**{k: parts[k] for k in _LAYOUT})
 
     def save(self, key: str, raw: RawMasks) -> Path | None:
         """Store an entry atomically; returns None if the disk refused."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.savez(buf, **{k: getattr(raw, k) for k in _FIELDS})
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buf.getvalue())
-                os.replace(tmp, self.path(key))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError:
+        arrays: dict[str, np.ndarray] = {
+            k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()
+        }
+        return self._write(self.path(key), _npz_bytes(**arrays))
+
+    def load_embedding(self, key: str, device: Any = "cpu") -> Embedding | None:
+        """The image embedding stored with an entry, on ``device``, or None
+        if absent or damaged (not float32 1 x C x h x w, bad sizes)."""
+        from .engine import Embedding
+
+        parts = self._read(self.embedding_path(key))
+        if parts is None:
             return None
-        return self.path(key)
+        f = parts.get("features")
+        sizes = [parts.get("input_size"), parts.get("original_size")]
+        if f is None or f.dtype != np.float32 or f.ndim != 4 or f.shape[0] != 1:
+            return None
+        for s in sizes:
+            if s is None or s.dtype != np.int64 or s.shape != (2,) or (s < 1).any():
+                return None
+        import torch
+
+        return Embedding(
+            features=torch.from_numpy(f).to(device),
+            input_size=(int(sizes[0][0]), int(sizes[0][1])),  # type: ignore[index]
+            original_size=(int(sizes[1][0]), int(sizes[1][1])),  # type: ignore[index]
+        )
+
+    def save_embedding(self, key: str, embedding: Embedding) -> Path | None:
+        """Store an image embedding (float32, unchanged) atomically."""
+        data = _npz_bytes(
+            features=embedding.features.detach().float().cpu().numpy(),
+            input_size=np.asarray(embedding.input_size, dtype=np.int64),
+            original_size=np.asarray(embedding.original_size, dtype=np.int64),
+        )
+        return self._write(self.embedding_path(key), data)

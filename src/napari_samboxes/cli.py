@@ -115,7 +115,7 @@ def _propose_one(
             raw_results(rgb8, settings, model=model, cache=cache),
             lambda ev: bar.update(1) if isinstance(ev, BatchDone) else None,
         )
-    c = raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
+    c = raw.candidates(settings)
     write_box_table(
         target,
         BoxTable(

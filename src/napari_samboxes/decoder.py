@@ -221,7 +221,7 @@ class Decoder:
         tokens whose blocks reach the image (not SAM's square padding) are
         computed, a few token rows at a time (small, cache-resident
         intermediates). Returns B x 3 x 4h x 4w; blocks that only cover
-        padding (never read, the reference crops them) hold -1e4.
+        padding are left unset (never read: the reference crops them).
         """
         import torch
         import torch.nn.functional as F
@@ -235,7 +235,7 @@ class Decoder:
         c2 = conv2.weight.shape[1]
         w1, b1, w2, b2 = self._up_weights
         grid = keys.view(b, h, w, cin)
-        out = keys.new_full((b, 3, 4 * h, 4 * w), -1e4)
+        out = keys.new_empty((b, 3, 4 * h, 4 * w))
         step = max(1, 4096 // (b * nc))  # token rows per slab
         for r0 in range(0, nr, step):
             r1 = min(nr, r0 + step)
@@ -249,9 +249,8 @@ class Decoder:
             m = torch.bmm(x, hyper.transpose(1, 2))  # B, tokens*16, 3
             # (y, x, di, dj, di2, dj2) -> rows 4y + 2di + di2, cols 4x + 2dj + dj2
             m = m.view(b, r1 - r0, nc, 2, 2, 2, 2, 3).permute(0, 7, 1, 3, 5, 2, 4, 6)
-            out[:, :, 4 * r0 : 4 * r1, : 4 * nc] = m.reshape(
-                b, 3, 4 * (r1 - r0), 4 * nc
-            )
+            dst = out[:, :, 4 * r0 : 4 * r1, : 4 * nc]
+            dst.view(b, 3, r1 - r0, 2, 2, nc, 2, 2).copy_(m)  # one copy
         return out
 
     # -- forward -----------------------------------------------------------

@@ -22,14 +22,13 @@ No napari or Qt imports; torch and mobile_sam are imported lazily.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .candidates import Candidates, RawMasks, near_crop_edge
-from .image import to_rgb8
 from .settings import DEFAULTS, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +41,6 @@ __all__ = [
     "encode_image",
     "iter_raw_batches",
     "prompt_boxes",
-    "propose_boxes",
 ]
 
 
@@ -231,49 +229,6 @@ def iter_raw_batches(
                 raw = crop.process_batch(points[start : start + batch])
             yield bi, n_batches, raw
             bi += 1
-
-
-def propose_boxes(
-    image: np.ndarray,
-    model: Any,
-    settings: Settings | None = None,
-    *,
-    progress: Callable[[int, int], Any] | None = None,
-    **overrides: Any,
-) -> Candidates:
-    """Candidate boxes for an image: MobileSAM's "segment everything".
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        2D grayscale, H x W x 3 or H x W x 4, any numeric dtype (mapped to
-        8-bit RGB over its full range; see :func:`~napari_samboxes.image.to_rgb8`
-        for contrast limits).
-    model : SamModel
-        From :func:`~napari_samboxes.model.load_model`.
-    settings : Settings, optional
-        Default :data:`~napari_samboxes.settings.DEFAULTS`; ``overrides``
-        change single fields (``points_per_side=8``), with the meaning of
-        ``mobile_sam.SamAutomaticMaskGenerator``'s arguments.
-    progress : callable, optional
-        Called as ``progress(done_batches, n_batches)`` after each batch.
-
-    Returns
-    -------
-    Candidates
-        Sorted by area, smallest first; the same set as the reference
-        generator returns for the same settings.
-    """
-    s = settings if settings is not None else DEFAULTS
-    if overrides:
-        s = s.with_(**overrides)
-    rgb = to_rgb8(image)
-    parts: list[RawMasks] = []
-    for bi, n, raw in iter_raw_batches(rgb, model, s):
-        parts.append(raw)
-        if progress is not None:
-            progress(bi + 1, n)
-    return RawMasks.concat(parts).candidates(s)
 
 
 def prompt_boxes(

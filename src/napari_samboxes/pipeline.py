@@ -194,6 +194,10 @@ def raw_results(
     key = cache_key(rgb8, model.digest, settings) if cache is not None else ""
     raw = cache.load(key) if cache is not None else None
     if raw is not None:
+        assert cache is not None
+        embedding = cache.load_embedding(key, model.device)
+        if embedding is not None:
+            yield Encoded(embedding)
         yield FromCache(raw)
         return raw
     embedding = engine.encode_image(rgb8, model)
@@ -207,6 +211,7 @@ def raw_results(
     raw = RawMasks.concat(parts)
     if cache is not None:
         cache.save(key, raw)
+        cache.save_embedding(key, embedding)
     return raw
 
 
@@ -262,7 +267,7 @@ def propose_boxes(
             progress(ev.index + 1, ev.total)
 
     raw = drain(raw_results(to_rgb8(image), s, cache=cache, model=model), report)
-    return raw.candidates(*s.thresholds(), s.crop_nms_thresh)
+    return raw.candidates(s)
 
 
 def precompute(

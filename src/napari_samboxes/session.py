@@ -70,7 +70,7 @@ class CandidateSet:
 
     def filtered(self, settings: Settings) -> Candidates:
         """Candidates at ``settings``' thresholds, in level-0 pixels."""
-        c = self.raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
+        c = self.raw.candidates(settings)
         sx, sy = self.scale
         if (sx, sy) == (1.0, 1.0) or not len(c):
             return c
