@@ -291,30 +291,28 @@ class Session:
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
         predicted IoU as score) on the candidates' slice."""
-        return self._apply(
-            self.boxes.added(xyxy, label, float(iou), "prompt", self.slice_index),
-            message or f"added '{label}' from a box prompt",
-        )
+        change = self.add(xyxy, label, float(iou), "prompt", self.slice_index)
+        msg = message or f"added '{label}' from a box prompt"
+        return Change(change.boxes, msg, change.changed)
 
     def undo(self) -> Change:
         """Undo the last change of the current image."""
-        img = self._img
-        if not img.undo:
-            return Change(img.boxes, "nothing to undo", changed=False)
-        img.redo.append(img.boxes)
-        img.boxes = img.undo.pop()
-        img.last_pick = None
-        return Change(img.boxes, "undone")
+        return self._travel(back=True)
 
     def redo(self) -> Change:
         """Redo the last undone change."""
+        return self._travel(back=False)
+
+    def _travel(self, back: bool) -> Change:
         img = self._img
-        if not img.redo:
-            return Change(img.boxes, "nothing to redo", changed=False)
-        img.undo.append(img.boxes)
-        img.boxes = img.redo.pop()
+        src, dst = (img.undo, img.redo) if back else (img.redo, img.undo)
+        if not src:
+            word = "undo" if back else "redo"
+            return Change(img.boxes, f"nothing to {word}", changed=False)
+        dst.append(img.boxes)
+        img.boxes = src.pop()
         img.last_pick = None
-        return Change(img.boxes, "redone")
+        return Change(img.boxes, "undone" if back else "redone")
 
     # ------------------------------------------------------------------
     # picking

@@ -218,13 +218,8 @@ class Prompter:
         from .image import extract_plane
 
         r = self.request
-        plane = extract_plane(
-            r.data,
-            index=r.index,
-            rgb=r.rgb,
-            multiscale=r.multiscale,
-            contrast_limits=r.contrast_limits,
-        )
+        fields = ("index", "rgb", "multiscale", "contrast_limits")
+        plane = extract_plane(r.data, **{k: getattr(r, k) for k in fields})
         model = self.model()
         key = cache_key(plane.rgb8, model.digest, r.settings)
         load = getattr(self.cache, "load_embedding", None)
@@ -307,12 +302,12 @@ def tighten_folder(
             continue
         rgb = to_rgb8(read_image(path))
         seen: list[Any] = []
-        raw = drain(
-            raw_results(rgb, settings, checkpoint, device, cache=cache),
-            lambda ev, seen=seen: (
-                seen.append(ev.embedding) if isinstance(ev, Encoded) else None
-            ),
-        )
+
+        def keep(ev: Any, seen: list[Any] = seen) -> None:
+            if isinstance(ev, Encoded):
+                seen.append(ev.embedding)
+
+        raw = drain(raw_results(rgb, settings, checkpoint, device, cache=cache), keep)
         cands = raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
         req = RunRequest(rgb, checkpoint, device, settings, rgb=True)
         prompter = Prompter(req, embedding=seen[0] if seen else None, cache=cache)
