@@ -9,6 +9,7 @@ from napari_samboxes.boxes import Boxes
 from napari_samboxes.candidates import RawMasks
 from napari_samboxes.session import UNDO_LEVELS, Session
 from napari_samboxes.settings import SettingsError
+from napari_samboxes.tighten import iou_matrix, tighten_boxes
 
 # three nested boxes around (50, 50) and one elsewhere; masks as raw results
 NESTED = np.array(
@@ -48,8 +49,27 @@ def test_pick_gives_smallest_containing_box_with_label_and_score():
 def test_pick_without_containing_box_gives_reason_and_span():
     s = committed()
     r = s.pick(np.array([[5, 5], [150, 90]]), "cup")
-    assert r.change is None and "no candidate" in r.reason
+    assert r.change is None and "no candidate" in r.reason and r.prompt
     assert r.span == (5, 5, 150, 90) and len(s.boxes) == 0
+    assert not Session().pick(np.array([[5, 5], [9, 9]]), "cup").prompt  # no run
+
+
+def test_prompted_box_and_the_embedding_of_the_candidates_shown():
+    s = committed()
+    s.embedding = "first"
+    change = s.add_prompted([5, 5, 150, 90], 0.81, "cup")
+    assert change.changed and s.boxes.sources == ("prompt",)
+    assert s.boxes.scores[0] == pytest.approx(0.81)
+    s.begin_run()
+    assert s.embedding is None  # a new run: its embedding is not known yet
+    s.rollback()
+    assert s.embedding == "first"  # the committed run's comes back
+    s.clear_candidates()
+    assert s.embedding is None
+    s.begin_run((), (2.0, 4.0))
+    cset = s.candidate_set
+    back = cset.from_level(cset.to_level(np.array([[90, 180, 111, 223]])))
+    np.testing.assert_array_equal(back, [[90, 180, 112, 226]])  # level pixels
 
 
 def test_step_walks_the_nested_chain_and_stops_at_the_ends():
@@ -162,3 +182,48 @@ def test_pick_on_another_slice_is_refused():
 def test_boxes_round_trip_through_a_box_table():
     b = Boxes().added([1, 2, 3, 4], "a", 0.9, "candidate").added([5, 6, 7, 8], "b")
     assert Boxes.from_table(b.to_table()) == b
+
+
+def test_iou_matrix_counts_inclusive_pixels():
+    a = np.array([[0, 0, 9, 9], [0, 0, 0, 0]])
+    b = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [20, 20, 30, 30]])
+    np.testing.assert_allclose(
+        iou_matrix(a, b), [[1.0, 50 / 150, 0.0], [0.01, 0.0, 0.0]]
+    )
+    assert iou_matrix(a, np.zeros((0, 4))).shape == (2, 0)
+
+
+def test_tighten_snaps_to_the_best_candidate_else_prompts():
+    s = committed()
+    boxes = (
+        Boxes()
+        .added([44, 46, 56, 55], "near", source="hand")  # IoU 0.85 with box 0
+        .added([0, 150, 20, 170], "far", source="import")  # no candidate
+        .added([100, 10, 120, 30], "same", 0.9, "candidate")
+    )
+    asked = []
+
+    def prompt(xyxy):
+        asked.append(xyxy.copy())
+        return np.array([[2, 152, 18, 168]]), np.array([0.7])
+
+    t = tighten_boxes(boxes, s.candidates, prompt=prompt)
+    np.testing.assert_array_equal(
+        t.boxes.xyxy, [[45, 45, 55, 55], [2, 152, 18, 168], [100, 10, 120, 30]]
+    )
+    assert t.boxes.labels == ("near", "far", "same")
+    assert t.boxes.sources == ("candidate", "prompt", "candidate")
+    assert t.boxes.scores[1] == pytest.approx(0.7)
+    np.testing.assert_array_equal(asked, [[[0, 150, 20, 170]]])
+    assert (t.moved, t.max_shift, t.prompted) == (2, 2.0, 1)
+    assert "2 box(es), by at most 2 px" in t.message
+    only = tighten_boxes(boxes, s.candidates, indices=[1])  # no prompt: stays
+    assert only.boxes == boxes and only.moved == 0
+    empty = tighten_boxes(
+        boxes, s.candidates, [1], lambda b: (np.zeros((1, 4)), np.ones(1))
+    )
+    assert empty.boxes == boxes  # an empty mask moves nothing
+    s.replace_all(boxes)
+    s.replace_all(t.boxes, t.message)
+    s.undo()
+    assert s.boxes == boxes  # one undo reverts a tighten

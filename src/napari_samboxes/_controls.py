@@ -145,6 +145,7 @@ def make_controls(
         PushButton(name="relabel", text="Relabel selected boxes"),
         PushButton(name="smaller", text="Smaller  [", tooltip="next smaller box ( [ )"),
         PushButton(name="larger", text="Larger  ]", tooltip="next larger box ( ] )"),
+        PushButton(name="tighten", text="Tighten", tooltip="snap boxes to SAM"),
         PushButton(name="undo", text="Undo", tooltip="Ctrl+Z"),
         PushButton(name="redo", text="Redo", tooltip="Ctrl+Shift+Z"),
         _wrapping_label("status"),

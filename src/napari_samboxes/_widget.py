@@ -85,6 +85,7 @@ class SamBoxesWidget(Container):
         self.redo.changed.connect(lambda: self.apply(self.session.redo()))
         self.smaller.changed.connect(lambda: self.apply(self.session.step(-1)))
         self.larger.changed.connect(lambda: self.apply(self.session.step(+1)))
+        self.tighten.changed.connect(lambda: _editing.on_tighten(self))
         self.relabel.changed.connect(lambda: _editing.on_relabel(self))
         self.folder.changed.connect(lambda: open_folder(self))
         self.next_image.changed.connect(lambda: self._folder_do("step", 1))

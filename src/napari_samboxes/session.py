@@ -48,12 +48,15 @@ class PickResult:
 
     ``change`` is None when nothing was added; ``reason`` then says why.
     ``span`` is the box the points span (x_min, y_min, x_max, y_max): what
-    a prompt fallback can ask the model for when no candidate holds them.
+    a prompt fallback can ask the model for when no candidate holds them;
+    ``prompt`` is True exactly then (a run ended, or is going, on this
+    slice, and no candidate contains every point).
     """
 
     change: Change | None
     reason: str = ""
     span: tuple[float, float, float, float] | None = None
+    prompt: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,25 @@ class CandidateSet:
     def filtered(self, settings: Settings) -> Candidates:
         """Candidates at ``settings``' thresholds, in level-0 pixels."""
         c = self.raw.candidates(settings)
-        sx, sy = self.scale
-        if (sx, sy) == (1.0, 1.0) or not len(c):
+        if self.scale == (1.0, 1.0) or not len(c):
             return c
-        b = c.boxes.copy()
+        return Candidates(
+            self.from_level(c.boxes), c.areas, c.scores, c.stability, c.points
+        )
+
+    def from_level(self, xyxy: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) in pixels of the segmented level -> level-0 pixels."""
+        sx, sy = self.scale
+        b = np.array(xyxy, dtype=np.float64).reshape(-1, 4)
         # pixel i of the level covers level-0 pixels i*s .. (i+1)*s - 1
         b[:, [0, 2]] = b[:, [0, 2]] * sx + [0.0, sx - 1]
         b[:, [1, 3]] = b[:, [1, 3]] * sy + [0.0, sy - 1]
-        return Candidates(b, c.areas, c.scores, c.stability, c.points)
+        return b
+
+    def to_level(self, xyxy: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) in level-0 pixels -> pixels of the segmented level."""
+        sx, sy = self.scale
+        return np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) / [sx, sy, sx, sy]
 
 
 @dataclass
@@ -114,8 +128,9 @@ class Session:
         self._images: dict[str, _ImageBoxes] = {}
         self.image_key = ""
         self._images[""] = _ImageBoxes()
-        #: The image embedding of the last run (for prompts), if known.
+        #: The image embedding of the candidates shown (for prompts), if known.
         self.embedding: Any = None
+        self._committed_embedding: Any = None
 
     # ------------------------------------------------------------------
     # candidates
@@ -138,6 +153,7 @@ class Session:
             raise RuntimeError("a run is already going; cancel it first")
         self.pending = CandidateSet(RawMasks.empty(), tuple(slice_index), scale)
         self._pending_parts = []
+        self._committed_embedding, self.embedding = self.embedding, None
 
     def add_batch(self, part: RawMasks) -> Candidates:
         """Add one batch of the pending run; returns the candidates so far."""
@@ -164,7 +180,10 @@ class Session:
         return self._candidates
 
     def rollback(self) -> Candidates:
-        """Drop the pending run; the committed candidates are shown again."""
+        """Drop the pending run; the committed candidates (and their
+        embedding) are shown again."""
+        if self.pending is not None:
+            self.embedding = self._committed_embedding
         self.pending = None
         self._pending_parts = []
         return self._refilter()
@@ -175,6 +194,12 @@ class Session:
         self.committed = None
         self._pending_parts = []
         self._candidates = Candidates.empty()
+        self.embedding = self._committed_embedding = None
+
+    @property
+    def candidate_set(self) -> CandidateSet | None:
+        """The run the shown candidates come from (pending, else committed)."""
+        return self.pending or self.committed
 
     def set_thresholds(
         self,
@@ -191,7 +216,7 @@ class Session:
         return self._refilter()
 
     def _refilter(self) -> Candidates:
-        current = self.pending or self.committed
+        current = self.candidate_set
         self._candidates = (
             current.filtered(self.settings) if current else Candidates.empty()
         )
@@ -200,7 +225,7 @@ class Session:
     @property
     def slice_index(self) -> tuple[int, ...]:
         """The slice of the candidates shown."""
-        current = self.pending or self.committed
+        current = self.candidate_set
         return current.slice_index if current else ()
 
     # ------------------------------------------------------------------
@@ -261,25 +286,33 @@ class Session:
         """Replace the boxes (an edit made in the layer), as one undo step."""
         return self._apply(boxes, message)
 
+    def add_prompted(
+        self, xyxy: Sequence[float], iou: float, label: str, message: str = ""
+    ) -> Change:
+        """Add the box of a prompt fallback (``source="prompt"``, its
+        predicted IoU as score) on the candidates' slice."""
+        change = self.add(xyxy, label, float(iou), "prompt", self.slice_index)
+        msg = message or f"added '{label}' from a box prompt"
+        return Change(change.boxes, msg, change.changed)
+
     def undo(self) -> Change:
         """Undo the last change of the current image."""
-        img = self._img
-        if not img.undo:
-            return Change(img.boxes, "nothing to undo", changed=False)
-        img.redo.append(img.boxes)
-        img.boxes = img.undo.pop()
-        img.last_pick = None
-        return Change(img.boxes, "undone")
+        return self._travel(back=True)
 
     def redo(self) -> Change:
         """Redo the last undone change."""
+        return self._travel(back=False)
+
+    def _travel(self, back: bool) -> Change:
         img = self._img
-        if not img.redo:
-            return Change(img.boxes, "nothing to redo", changed=False)
-        img.undo.append(img.boxes)
-        img.boxes = img.redo.pop()
+        src, dst = (img.undo, img.redo) if back else (img.redo, img.undo)
+        if not src:
+            word = "undo" if back else "redo"
+            return Change(img.boxes, f"nothing to {word}", changed=False)
+        dst.append(img.boxes)
+        img.boxes = src.pop()
         img.last_pick = None
-        return Change(img.boxes, "redone")
+        return Change(img.boxes, "undone" if back else "redone")
 
     # ------------------------------------------------------------------
     # picking
@@ -294,7 +327,7 @@ class Session:
         """Add the smallest candidate containing every point (x, y)."""
         pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
         span = (*pts.min(axis=0), *pts.max(axis=0))
-        if len(self._candidates) == 0:
+        if self.candidate_set is None:
             return PickResult(None, "no candidates yet; press Run first", span)
         if tuple(int(v) for v in slice_index) != tuple(self.slice_index):
             return PickResult(
@@ -304,7 +337,8 @@ class Session:
             )
         i = select_box(self._candidates, pts)
         if i is None:
-            return PickResult(None, "no candidate box contains both points", span)
+            why = "no candidate box contains both points"
+            return PickResult(None, why, span, prompt=True)
         c = self._candidates
         change = self._apply(
             self.boxes.added(

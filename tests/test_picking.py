@@ -1,0 +1,219 @@
+"""Picking that corrects itself, in a real viewer: undo/redo of every edit,
+stepping through nested candidates, display modes, prompt fallback, tighten.
+
+Outcomes are checked on layer data and on the session's boxes; the model is
+the real vit_t with the test checkpoints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gui_helpers import (
+    TIMEOUT,
+    layer_boxes,
+    make_widget,
+    notes,
+    press_key,
+    run_and_wait,
+)
+from napari_samboxes import engine, select_box
+from napari_samboxes.geometry import shapes_from_boxes
+from napari_samboxes.select import containing
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One candidate cache for the module: the structured run is made once."""
+    return tmp_path_factory.mktemp("picking-cache")
+
+
+@pytest.fixture
+def ran(make_napari_viewer, photo, structured_ckpt, shared_cache, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = make_widget(viewer, structured_ckpt, shared_cache)
+    assert run_and_wait(widget, qtbot) in ("done", "cached")
+    return viewer, widget
+
+
+def nested(c):
+    """Two points inside a candidate nested in larger ones (x, y)."""
+    chains = [
+        containing(c.boxes, c.boxes[i].reshape(2, 2)).sum() for i in range(len(c))
+    ]
+    i = int(np.argmax(chains))
+    x0, y0, x1, y1 = c.boxes[i]
+    return np.array(
+        [
+            [x0 + 0.3 * (x1 - x0), y0 + 0.3 * (y1 - y0)],
+            [x1 - 0.3 * (x1 - x0), y1 - 0.3 * (y1 - y0)],
+        ]
+    )
+
+
+def click_pick(viewer, pts_xy):
+    picks = viewer.layers["photo picks"]
+    for p in pts_xy:
+        picks.add(p[::-1])
+
+
+def state(layer):
+    return layer_boxes(layer).tolist(), list(layer.features["label"])
+
+
+def test_undo_redo_pick_delete_relabel_move(ran, qtbot):
+    viewer, widget = ran
+    emitted = []
+    widget.boxes_changed.connect(emitted.append)
+    c = widget.session.candidates
+    states = [([], [])]
+    widget.box_label.value = "cat"
+    click_pick(viewer, nested(c))
+    boxes = viewer.layers["photo boxes"]
+    states.append(state(boxes))
+    click_pick(viewer, c.boxes[-1].reshape(2, 2))  # a second box
+    states.append(state(boxes))
+    assert len(states[-1][0]) == 2
+    boxes.selected_data = {0}
+    boxes.remove_selected()  # the napari way
+    qtbot.waitUntil(lambda: len(widget.session.boxes) == 1, timeout=TIMEOUT)
+    states.append(state(boxes))
+    boxes.selected_data = {0}
+    widget.box_label.value = "dog"
+    widget.relabel.native.click()
+    states.append(state(boxes))
+    assert states[-1][1] == ["dog"]
+    moved = [np.asarray(d) + [3.0, 5.0] for d in boxes.data]
+    boxes.data = moved  # emits the data event with action "changed"
+    qtbot.waitUntil(
+        lambda: widget.session.boxes.xyxy.tolist() != states[-1][0], timeout=TIMEOUT
+    )
+    qtbot.wait(10)  # the redraw after a napari edit is queued
+    states.append(state(boxes))
+    assert states[-1][0][0] == [
+        v + d for v, d in zip(states[-2][0][0], (5, 3, 5, 3), strict=True)
+    ]
+    assert states[-1][1] == ["dog"]
+    for want in reversed(states[:-1]):
+        widget.undo.native.click()
+        assert state(boxes) == want
+        assert emitted[-1].xyxy.tolist() == want[0]  # the table follows
+    for want in states[1:3]:
+        press_key(boxes, "Control-Shift-Z")  # redo by key on the boxes layer
+        assert state(boxes) == want
+    press_key(viewer.layers["photo picks"], "Control-Z")  # undo on the picks layer
+    assert state(boxes) == states[1]
+    widget.redo.native.click()
+    assert state(boxes) == states[2] and list(emitted[-1].labels) == states[2][1]
+
+
+def test_smaller_and_larger_walk_the_nested_chain(ran):
+    viewer, widget = ran
+    c = widget.session.candidates
+    pts = nested(c)
+    chain = c.boxes[containing(c.boxes, pts)]
+    assert len(chain) >= 3
+    widget.box_label.value = "cup"
+    click_pick(viewer, pts)
+    boxes = viewer.layers["photo boxes"]
+    seen = [layer_boxes(boxes)[0].tolist()]
+    for _ in range(len(chain) - 1):
+        widget.larger.native.click()
+        seen.append(layer_boxes(boxes)[0].tolist())
+    assert seen == chain.tolist()
+    widget.larger.native.click()
+    assert "largest" in widget.status.value and len(boxes.data) == 1
+    press_key(viewer.layers["photo picks"], "[")
+    widget.smaller.native.click()
+    assert layer_boxes(boxes)[0].tolist() == chain[-3].tolist()
+    assert list(boxes.features["label"]) == ["cup"]
+
+
+def test_display_modes(ran):
+    viewer, widget = ran
+    c = widget.session.candidates
+    cand = viewer.layers["photo candidates"]
+    x0, y0, x1, y1 = c.boxes[0]
+    cursor = np.array([(y0 + y1) / 2, (x0 + x1) / 2])  # row, column
+    under = c.boxes[select_box(c, cursor[None, ::-1])]
+    for mode, visible, shown in [
+        ("under cursor", False, under),
+        ("all", True, None),
+        ("none", False, None),
+    ]:
+        widget.show_candidates.value = mode
+        assert cand.visible is visible
+        got = widget.preview.update(cursor)
+        preview = viewer.layers["photo preview"]
+        if shown is None:
+            assert got is None and len(preview.data) == 0
+        else:
+            np.testing.assert_array_equal(layer_boxes(preview), [shown])
+        assert "photo boxes" not in viewer.layers  # never added to the boxes
+    pts = nested(c)
+    viewer.layers["photo picks"].add(pts[0, ::-1])  # one pick: follow the cursor
+    got = widget.preview.update(pts[1, ::-1])
+    np.testing.assert_array_equal(got, c.boxes[select_box(c, pts)])
+    np.testing.assert_array_equal(layer_boxes(viewer.layers["photo preview"]), [got])
+
+
+def test_prompt_fallback_reuses_the_embedding(
+    make_napari_viewer, photo, random_ckpt, tmp_path, qtbot, monkeypatch
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = make_widget(viewer, random_ckpt, tmp_path / "cache", pps=2)
+    encodes = []
+    real = engine.encode_image
+    monkeypatch.setattr(
+        engine, "encode_image", lambda *a, **k: encodes.append(1) or real(*a, **k)
+    )
+    said = notes(monkeypatch)
+    assert run_and_wait(widget, qtbot) == "done" and len(encodes) == 1
+    assert len(widget.session.candidates) == 0  # random weights: none pass
+    emitted = []
+    widget.boxes_changed.connect(emitted.append)
+    pts = np.array([[40.0, 30.0], [120.0, 100.0]])
+    click_pick(viewer, pts)
+    qtbot.waitUntil(lambda: bool(emitted), timeout=TIMEOUT)
+    from napari_samboxes.pipeline import get_model
+
+    model = get_model(str(random_ckpt), "auto")
+    want, iou = engine.prompt_boxes(
+        model, widget.session.embedding, [[40, 30, 120, 100]]
+    )
+    boxes = viewer.layers["photo boxes"]
+    np.testing.assert_array_equal(layer_boxes(boxes), want)
+    assert list(boxes.features["source"]) == ["prompt"]
+    assert boxes.features["score"][0] == pytest.approx(float(iou[0]))
+    assert "box from SAM" in said["info"][-1]
+    assert len(encodes) == 1  # no re-encode
+    # a cached run has no embedding in memory: one encode, then kept
+    assert run_and_wait(widget, qtbot) == "cached" and len(encodes) == 1
+    for n in (2, 3):
+        click_pick(viewer, pts)
+        qtbot.waitUntil(lambda n=n: len(emitted) == n, timeout=TIMEOUT)
+    assert len(encodes) == 2 and len(boxes.data) == 3
+
+
+def test_tighten_moves_a_hand_drawn_box_onto_the_candidate(ran, qtbot, monkeypatch):
+    viewer, widget = ran
+    said = notes(monkeypatch)
+    c = widget.session.candidates
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    boxes = viewer.layers["photo boxes"]
+    target = c.boxes[len(c) // 2]
+    near = target + [2, -1, -1, 2]
+    boxes.add_rectangles(shapes_from_boxes(near[None])[0])
+    qtbot.waitUntil(lambda: len(widget.session.boxes) == 2, timeout=TIMEOUT)
+    qtbot.wait(10)
+    before = layer_boxes(boxes).tolist()
+    assert widget.session.boxes.sources == ("candidate", "hand")
+    widget.tighten.native.click()
+    np.testing.assert_array_equal(layer_boxes(boxes), [c.boxes[0], target])
+    assert list(boxes.features["source"]) == ["candidate", "candidate"]
+    assert "tightened 1 box(es), by at most 2 px" in said["info"][-1]
+    widget.undo.native.click()
+    assert layer_boxes(boxes).tolist() == before
