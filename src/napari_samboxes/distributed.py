@@ -146,7 +146,7 @@ def _client(workers: int | None, scheduler: str | None) -> Any:
         ) from e
     try:
         if scheduler:
-            return Client(scheduler, timeout="20s")
+            return Client(scheduler, timeout="10s")
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
