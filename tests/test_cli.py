@@ -256,3 +256,182 @@ def test_one_failed_image_or_write_does_not_stop_the_batch(
     assert not (out / "b.csv").exists()
     t = read_box_table(out / "c.csv")  # the batch went on after the failures
     assert len(t) > 0 and t.sources == ["candidate"] * len(t)
+
+
+# --- issue 8 item 6: export and import ---------------------------------------
+
+
+@pytest.fixture
+def labelled_folder(tmp_path, photo, synthetic):
+    """Two real images (256x192 and 224x160) with box tables, as saved by
+    folder mode."""
+    from PIL import Image
+
+    from napari_samboxes.dataset import Dataset
+    from napari_samboxes.formats.boxtable import BoxTable
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    Image.fromarray(photo).save(d / "astro.png")
+    Image.fromarray(synthetic).save(d / "discs.png")
+    ds = Dataset(d)
+    ds.save_boxes(
+        "astro.png",
+        BoxTable(
+            labels=["face", "suit"],
+            boxes=np.array([[10.0, 20, 59, 79], [0, 100, 255, 191]]),
+            scores=np.array([0.9, np.nan]),
+            slices=np.zeros((2, 0)),
+            sources=["candidate", "hand"],
+        ),
+    )
+    ds.save_boxes(
+        "discs.png",
+        BoxTable(
+            labels=["disc"],
+            boxes=np.array([[25.0, 15, 74, 64]]),
+            scores=np.array([0.95]),
+            slices=np.zeros((1, 0)),
+            sources=["prompt"],
+        ),
+    )
+    return d
+
+
+def test_export_coco_yolo_voc_files(labelled_folder, tmp_path, capsys):
+    import json
+    import xml.etree.ElementTree as ET
+
+    assert (
+        main(
+            [
+                "export",
+                str(labelled_folder),
+                "--format",
+                "coco",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    assert "2 images, 3 boxes, 0 skipped" in capsys.readouterr().out
+    coco = json.loads((tmp_path / "c" / "annotations.json").read_text())
+    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    files = {i["id"]: i["file_name"] for i in coco["images"]}
+    got = sorted(
+        (files[a["image_id"]], cats[a["category_id"]], a["bbox"])
+        for a in coco["annotations"]
+    )
+    assert got == [
+        ("astro.png", "face", [10, 20, 50, 60]),  # x, y, w, h of inclusive box
+        ("astro.png", "suit", [0, 100, 256, 92]),
+        ("discs.png", "disc", [25, 15, 50, 50]),
+    ]
+
+    assert (
+        main(
+            [
+                "export",
+                str(labelled_folder),
+                "--format",
+                "yolo",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 0
+    )
+    names = (tmp_path / "y" / "classes.txt").read_text().split()
+    line = (tmp_path / "y" / "labels" / "discs.txt").read_text().split()
+    assert names[int(line[0])] == "disc"
+    np.testing.assert_allclose(
+        [float(v) for v in line[1:]], [50 / 224, 40 / 160, 50 / 224, 50 / 160]
+    )
+
+    assert (
+        main(
+            [
+                "export",
+                str(labelled_folder),
+                "--format",
+                "voc",
+                "--out",
+                str(tmp_path / "v"),
+            ]
+        )
+        == 0
+    )
+    root = ET.parse(tmp_path / "v" / "astro.xml").getroot()
+    assert (
+        root.findtext("size/width") == "256" and root.findtext("size/height") == "192"
+    )
+    objs = [
+        (
+            o.findtext("name"),
+            [int(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")],
+        )
+        for o in root.iter("object")
+    ]
+    assert objs == [("face", [11, 21, 60, 80]), ("suit", [1, 101, 256, 192])]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
+def test_import_is_the_inverse_of_export(labelled_folder, tmp_path, capsys, fmt):
+    import shutil
+
+    from napari_samboxes.dataset import Dataset
+
+    out = tmp_path / fmt
+    assert (
+        main(["export", str(labelled_folder), "--format", fmt, "--out", str(out)]) == 0
+    )
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for img in labelled_folder.glob("*.png"):
+        shutil.copy(img, fresh / img.name)
+    src = out / "annotations.json" if fmt == "coco" else out
+    capsys.readouterr()
+    assert main(["import", str(src), "--format", fmt, str(fresh)]) == 0
+    assert "2 images, 3 boxes" in capsys.readouterr().out
+    a, b = Dataset(labelled_folder), Dataset(fresh)
+    for name in ("astro.png", "discs.png"):
+        want, got = a.load_boxes(name), b.load_boxes(name)
+        assert got.labels == want.labels
+        np.testing.assert_array_equal(got.boxes, want.boxes)  # to the pixel
+    # existing boxes are kept unless --overwrite
+    assert main(["import", str(src), "--format", fmt, str(fresh)]) == 0
+    assert "0 images" in capsys.readouterr().out
+    assert main(["import", str(src), "--format", fmt, str(fresh), "--overwrite"]) == 0
+    assert "2 images" in capsys.readouterr().out
+
+
+def test_export_import_errors_are_one_line(labelled_folder, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "nope"),
+                "--format",
+                "coco",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
+    assert "nope" in one_line(capsys.readouterr().err)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["import", str(bad), "--format", "coco", str(labelled_folder)]) == 1
+    assert "bad.json" in one_line(capsys.readouterr().err)
+    assert (
+        main(
+            ["import", str(tmp_path / "none"), "--format", "voc", str(labelled_folder)]
+        )
+        == 1
+    )
+    assert "none" in one_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(labelled_folder), "--format", "csv", "--out", "x"])
+    assert e.value.code == 2

@@ -8,6 +8,8 @@ naming its index.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from .formats.boxtable import BoxTableError, write_box_table
@@ -38,3 +40,39 @@ def write_box_table_layer(path: str, data: Any, meta: dict[str, Any]) -> list[st
     except (ShapeError, BoxTableError) as e:
         raise BoxSaveError(f"{path}: not saved: {e}") from e
     return [path]
+
+
+def write_box_tables(
+    path: str, layer_data: list[tuple[Any, dict[str, Any], str]]
+) -> list[str]:
+    """Write the Shapes layers among ``layer_data`` as box tables.
+
+    napari's multi-layer writer API (File > Save All Layers, or Save
+    Selected Layers with several layers). Other layers (the images) are not
+    written: they are already files. One Shapes layer goes to ``path``;
+    several go to ``<path stem>_<layer name>.csv`` beside it.
+
+    Raises
+    ------
+    BoxSaveError
+        When there is no Shapes layer, or one cannot be saved as boxes.
+    """
+    shapes = [(d, m) for d, m, kind in layer_data if kind == "shapes"]
+    if not shapes:
+        raise BoxSaveError(f"{path}: not saved: no shapes (boxes) layer to save")
+    if len(shapes) == 1:
+        return write_box_table_layer(path, *shapes[0])
+    p = Path(path)
+    stem = p.stem if p.suffix.lower() == ".csv" else p.name
+    written: list[str] = []
+    taken: set[str] = set()
+    for data, meta in shapes:
+        name = re.sub(r"[^\w.-]+", "_", str(meta.get("name", "boxes"))).strip("_")
+        unique, n = name or "boxes", 1
+        while unique.casefold() in taken:
+            n += 1
+            unique = f"{name}_{n}"
+        taken.add(unique.casefold())
+        target = str(p.with_name(f"{stem}_{unique}.csv"))
+        written += write_box_table_layer(target, data, meta)
+    return written

@@ -1,4 +1,4 @@
-"""The ``napari-samboxes`` command: view, propose, fetch-weights.
+"""The ``napari-samboxes`` command: view, propose, export, import, fetch-weights.
 
 Every failure is one line on stderr and a non-zero exit, never a traceback:
 exit code 2 for bad arguments (checked before the model is loaded), 1 for
@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,14 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     v = sub.add_parser("view", help="open napari with the SAM boxes widget")
-    v.add_argument("image", nargs="?", help="image file (default: the sample photo)")
+    v.add_argument(
+        "image",
+        nargs="?",
+        help="image, box table (.csv) or folder of images (default: the sample photo)",
+    )
     pr = sub.add_parser(
         "propose",
         help="compute candidate boxes for images, written as box tables (and cached)",
     )
-    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("images", nargs="+", help="image files or folders of images")
     pr.add_argument(
-        "--out", required=True, help="folder for <image stem>.csv box tables"
+        "--out", required=True, help="folder for <image key>.csv box tables"
     )
     pr.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
     pr.add_argument("--pred-iou-thresh", type=float, default=DEFAULTS.pred_iou_thresh)
@@ -57,6 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", help="mobile_sam.pt (default: found automatically)")
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     pr.add_argument("--cache", help="cache folder (default: the user cache)")
+    where = pr.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, help="run on a local Dask cluster of N processes"
+    )
+    where.add_argument("--scheduler", help="run on the Dask cluster at ADDRESS")
+    fmts = ["yolo", "voc", "coco"]
+    ex = sub.add_parser("export", help="write a folder's box tables as YOLO/VOC/COCO")
+    ex.add_argument("folder", help="image folder (with annotations/)")
+    ex.add_argument("--format", required=True, choices=fmts)
+    ex.add_argument("--out", required=True, help="output folder")
+    im = sub.add_parser("import", help="turn YOLO/VOC/COCO files into box tables")
+    im.add_argument("src", help="label folder or file (COCO .json, VOC .xml)")
+    im.add_argument("--format", required=True, choices=fmts)
+    im.add_argument("folder", help="image folder (box tables go to annotations/)")
+    im.add_argument(
+        "--overwrite", action="store_true", help="replace existing box tables"
+    )
     f = sub.add_parser("fetch-weights", help="download the official mobile_sam.pt")
     f.add_argument("--dest", help="folder or .pt path (default: the user cache)")
     return p
@@ -69,38 +91,108 @@ def _fail(message: object, code: int = 1) -> int:
     return code
 
 
-def _view(image: str | None) -> int:
-    if image:  # checked before napari starts (seconds, and a window)
-        p = Path(image)
-        if not p.exists():
-            return _fail(f"{image}: no such file or folder")
-        if not (p.is_file() or p.is_dir()):
-            return _fail(f"{image}: not a regular file (a FIFO, device or socket)")
+def _check_target(target: str | None) -> str | None:
+    """What is wrong with ``view``'s argument, before napari starts."""
+    if not target:
+        return None
+    p = Path(target)
+    if not p.exists():
+        return f"{target}: no such file or folder"
+    if not (p.is_file() or p.is_dir()):
+        return f"{target}: not a regular file (a FIFO, device or socket)"
+    if p.is_dir():
+        from .dataset import IMAGE_SUFFIXES, list_images
+
+        if not list_images(p):
+            kinds = ", ".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
+            return f"{target}: no images in this folder ({kinds})"
+    return None
+
+
+def open_view(target: str | None = None, viewer: Any = None) -> tuple[Any, Any]:
+    """A viewer showing ``target``, with the SAM boxes widget docked.
+
+    ``target`` is an image, a box table (opened with labels), a folder of
+    images (folder mode, through the widget's ``folder`` control) or None
+    (the sample photo). The view is fitted to the image after docking.
+    Returns ``(viewer, widget)``; raises what opening the file raised.
+    """
     import napari
+    from qtpy.QtWidgets import QApplication
 
+    from ._reader import PLUGIN, prefer_plugin_for_box_tables
     from ._widget import SamBoxesWidget
+    from .formats.boxtable import is_box_table
 
-    viewer = napari.Viewer()
-    if image:
-        try:
-            viewer.open(image)
-        except Exception as e:  # noqa: BLE001 - no reader, damaged file
-            viewer.close()
-            return _fail(f"{image}: cannot open it: {e}")
-    else:
+    prefer_plugin_for_box_tables()
+    viewer = viewer if viewer is not None else napari.Viewer()
+    p = Path(target) if target else None
+    if p is None:
         from ._sample_data import sample_image
 
         viewer.add_image(sample_image(), name="photo", rgb=True)
+    elif p.is_file():
+        viewer.open(str(p), plugin=PLUGIN if is_box_table(p) else None)
     widget = SamBoxesWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SAM boxes", area="right")
+    if p is not None and p.is_dir():
+        widget.folder.value = str(p)  # opens folder mode
+    QApplication.processEvents()  # let the dock take its width first
+    viewer.reset_view()
+    return viewer, widget
+
+
+def _view(target: str | None) -> int:
+    problem = _check_target(target)  # before napari starts (seconds, a window)
+    if problem:
+        return _fail(problem)
+    import napari
+
+    viewer = napari.Viewer()
+    try:
+        open_view(target, viewer)
+    except Exception as e:  # noqa: BLE001 - no reader, damaged file
+        viewer.close()
+        return _fail(f"{target}: cannot open it: {e}")
     napari.run()
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    """``export`` and ``import``: print the summary and its messages."""
+    from .dataset import FormatError
+    from .formats.boxtable import BoxTableError
+    from .formats.convert import export_dataset, import_dataset
+
+    try:
+        if args.command == "export":
+            summary = export_dataset(args.folder, args.format, args.out)
+        else:
+            summary = import_dataset(
+                args.src, args.format, args.folder, overwrite=args.overwrite
+            )
+    except (FormatError, BoxTableError, ValueError, OSError) as e:
+        return _fail(e)
+    print(summary)
+    for m in summary.messages:
+        print(m)
+    return 0
+
+
 def _propose_one(
-    path: Path, target: Path, model: Any, settings: Settings, cache: Any
+    path: Path,
+    target: Path,
+    model: Any,
+    settings: Settings,
+    cache: Any,
+    *,
+    progress: bool = True,
 ) -> int:
-    """Candidates of one image, written to ``target``; returns their count."""
+    """Candidates of one image, written to ``target``; returns their count.
+
+    The one place where ``propose`` processes an image, in-process or on a
+    Dask worker (:mod:`napari_samboxes.distributed`).
+    """
     from tqdm import tqdm
 
     from .formats.boxtable import BoxTable, write_box_table
@@ -110,7 +202,8 @@ def _propose_one(
 
     rgb8 = to_rgb8(read_image(path))
     n = -(-(settings.points_per_side**2) // settings.batch_for(model.device))
-    with tqdm(total=n, desc=path.name, unit="batch", leave=False) as bar:
+    bar = tqdm(total=n, desc=path.name, unit="batch", leave=False, disable=not progress)
+    with bar:
         raw = drain(
             raw_results(rgb8, settings, model=model, cache=cache),
             lambda ev: bar.update(1) if isinstance(ev, BatchDone) else None,
@@ -144,10 +237,22 @@ def _image_failure(path: Path, target: Path, e: Exception) -> str:
     return f"{path}: failed: {type(e).__name__}: {e}"
 
 
+def _run_here(
+    jobs: Sequence[tuple[Path, Path]], model: Any, settings: Settings, cache: Any
+) -> Iterator[tuple[Path, Path, int | Exception]]:
+    """The jobs in this process, one after the other; failures are yielded."""
+    for path, target in jobs:
+        try:
+            yield path, target, _propose_one(path, target, model, settings, cache)
+        except Exception as e:  # noqa: BLE001 - report per image, go on
+            yield path, target, e
+
+
 def _propose(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .cache import CandidateCache
+    from .distributed import DistributedError, plan_jobs, run_on_cluster
     from .model import CheckpointError, DeviceError, load_model
 
     try:  # arguments first: nothing is loaded for a bad one
@@ -159,6 +264,8 @@ def _propose(args: argparse.Namespace) -> int:
         )
     except SettingsError as e:
         return _fail(f"error: {e}", 2)
+    if args.workers is not None and args.workers < 1:
+        return _fail("error: --workers must be at least 1", 2)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         return _fail(f"error: --out {out} is a file; give a folder", 2)
@@ -176,23 +283,33 @@ def _propose(args: argparse.Namespace) -> int:
         return _fail(e)
     for w in caught:  # "not the official checkpoint": one line, not two
         _fail(f"warning: {w.message}", 0)
-    cache = CandidateCache(args.cache)
-    inputs = {Path(i).resolve() for i in args.images}
-    failed = 0
-    for name in tqdm(args.images, desc="images", unit="image"):
-        path = Path(name)
-        target = out / f"{path.stem}.csv"
-        if target.resolve() in inputs:
-            _fail(f"{path}: output {target} would overwrite an input; skipped")
-            failed += 1
-            continue
-        try:
-            _propose_one(path, target, model, settings, cache)
-        except Exception as e:  # noqa: BLE001 - report per image, go on
-            _fail(_image_failure(path, target, e))
-            failed += 1
+    jobs, skipped = plan_jobs(args.images, out)
+    for line in skipped:
+        _fail(line)
+    failed = len(skipped)
+    if args.workers is not None or args.scheduler:
+        results: Iterator[tuple[Path, Path, int | Exception]] = run_on_cluster(
+            jobs,
+            model.checkpoint,
+            args.device,
+            settings,
+            args.cache,
+            workers=args.workers,
+            scheduler=args.scheduler,
+        )
+    else:
+        results = _run_here(jobs, model, settings, CandidateCache(args.cache))
+    try:
+        for path, target, result in tqdm(
+            results, total=len(jobs), desc="images", unit="image"
+        ):
+            if isinstance(result, Exception):
+                _fail(_image_failure(path, target, result))
+                failed += 1
+    except DistributedError as e:
+        return _fail(e)
     if failed:
-        return _fail(f"{failed} of {len(args.images)} images failed")
+        return _fail(f"{failed} of {len(jobs) + len(skipped)} images failed")
     return 0
 
 
@@ -215,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             return _view(args.image)
         if args.command == "propose":
             return _propose(args)
+        if args.command in ("export", "import"):
+            return _convert(args)
         return _fetch(args.dest)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
