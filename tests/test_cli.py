@@ -435,3 +435,36 @@ def test_export_import_errors_are_one_line(labelled_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", str(labelled_folder), "--format", "csv", "--out", "x"])
     assert e.value.code == 2
+
+
+def test_tighten_folder_snaps_a_shifted_box_onto_its_candidate(
+    tmp_path, photo, structured_ckpt, structured_model, capsys
+):
+    from PIL import Image
+
+    from napari_samboxes import propose_boxes
+    from napari_samboxes.dataset import Dataset
+    from napari_samboxes.formats.boxtable import BoxTable
+
+    d = tmp_path / "set"
+    d.mkdir()
+    Image.fromarray(photo).save(d / "a.png")
+    c = propose_boxes(photo, structured_model, points_per_side=4)
+    target = c.boxes[len(c) // 2]
+    shifted = target + np.array([2, -1, 1, 2])
+    ds = Dataset(d)
+    ds.save_boxes(
+        "a.png",
+        BoxTable(
+            labels=["cup"],
+            boxes=shifted[None],
+            scores=np.array([np.nan]),
+            sources=["hand"],
+        ),
+    )
+    args = ["tighten", str(d), "--points-per-side", "4"]
+    args += ["--checkpoint", str(structured_ckpt), "--cache", str(tmp_path / "c")]
+    assert main(args) == 0
+    back = Dataset(d).load_boxes("a.png")
+    np.testing.assert_array_equal(back.boxes[0], target)
+    assert back.labels == ["cup"] and "1 box(es) moved" in capsys.readouterr().out

@@ -49,8 +49,12 @@ def pick_first(widget, picks, offset=0):
     """Pick the ``offset``-th smallest candidate by two inner points."""
     c = widget.session.candidates
     x0, y0, x1, y1 = c.boxes[offset]
-    pts = np.array([[y0 + 0.3 * (y1 - y0), x0 + 0.3 * (x1 - x0)],
-                    [y1 - 0.3 * (y1 - y0), x1 - 0.3 * (x1 - x0)]])
+    pts = np.array(
+        [
+            [y0 + 0.3 * (y1 - y0), x0 + 0.3 * (x1 - x0)],
+            [y1 - 0.3 * (y1 - y0), x1 - 0.3 * (x1 - x0)],
+        ]
+    )
     picks.add(pts[0])
     picks.add(pts[1])
 

@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument(
         "--overwrite", action="store_true", help="replace existing box tables"
     )
+    t = sub.add_parser("tighten", help="snap a folder's boxes to SAM's candidates")
+    t.add_argument("folder", help="image folder (with annotations/)")
+    t.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
+    t.add_argument("--checkpoint", help="mobile_sam.pt (default: found automatically)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--cache", help="cache folder (default: the user cache)")
     f = sub.add_parser("fetch-weights", help="download the official mobile_sam.pt")
     f.add_argument("--dest", help="folder or .pt path (default: the user cache)")
     return p
@@ -313,6 +319,28 @@ def _propose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tighten(args: argparse.Namespace) -> int:
+    from .cache import CandidateCache
+    from .tighten import tighten_folder
+
+    settings = DEFAULTS.with_(points_per_side=args.points_per_side)
+    if not Path(args.folder).is_dir():
+        return _fail(f"error: {args.folder} is not a folder", 2)
+    results = tighten_folder(
+        args.folder,
+        args.checkpoint,
+        args.device,
+        settings,
+        CandidateCache(args.cache),
+        progress=lambda n, r: print(f"{n}: {r.message}"),
+    )
+    print(
+        f"{sum(r.moved for r in results.values())} box(es) moved in "
+        f"{len(results)} annotated image(s)"
+    )
+    return 0
+
+
 def _fetch(dest: str | None) -> int:
     from .model import fetch_weights
 
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             return _propose(args)
         if args.command in ("export", "import"):
             return _convert(args)
+        if args.command == "tighten":
+            return _tighten(args)
         return _fetch(args.dest)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
