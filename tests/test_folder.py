@@ -20,6 +20,7 @@ from napari_samboxes.cache import CandidateCache
 from napari_samboxes.dataset import Dataset
 from napari_samboxes.formats.boxtable import read_box_table
 from napari_samboxes.formats.convert import export_dataset, import_dataset
+from napari_samboxes.geometry import boxes_from_shapes
 
 TIMEOUT = 120_000
 
@@ -108,9 +109,9 @@ def test_folder_session_end_to_end(
     widget.prev_image.changed.emit(True)
     wait_candidates(widget, qtbot)
     assert widget.session.boxes == first
-    np.testing.assert_array_equal(
-        np.round(widget.layers.read_boxes({}).xyxy), first.xyxy
-    )
+    boxes_layer = widget.layers.get("boxes")
+    np.testing.assert_array_equal(boxes_from_shapes(boxes_layer.data)[0], first.xyxy)
+    assert list(boxes_layer.features["label"]) == ["cup", "plate"]
 
     # exports, read back to identical boxes
     ds = Dataset(folder)

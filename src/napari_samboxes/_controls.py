@@ -45,6 +45,10 @@ class ClassBox(ComboBox):
         self.native.setEditable(True)
         self.native.lineEdit().editingFinished.connect(self._typed)
 
+    def reset_choices(self, *_: Any) -> None:
+        """Keep the classes: napari resets a dock's choices when layers
+        change, which would bring back the construction-time list."""
+
     def _typed(self) -> None:
         text = self.native.currentText().strip()
         if text and text != self.value:
@@ -65,7 +69,10 @@ class ClassBox(ComboBox):
     def add_classes(self, names: list[str]) -> list[str]:
         """Append new class names (order kept, no duplicates); returns the new."""
         new = [n for n in dict.fromkeys(names) if n and n not in self.choices]
-        if new:
+        if new and tuple(self.choices) == (DEFAULT_CLASS,):
+            self.choices = tuple(new)  # a class list replaces the placeholder
+            self.classes_added.emit(new)
+        elif new:
             self.choices = (*self.choices, *new)
             self.classes_added.emit(new)
         return new

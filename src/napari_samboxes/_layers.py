@@ -197,7 +197,7 @@ class LayerSet:
 
         def col(name: str) -> list[Any]:
             vals = list(feats[name]) if name in feats and len(feats) == n else []
-            return vals + [defaults[name]] * (n - len(vals))
+            return vals + [defaults.get(name)] * (n - len(vals))
 
         labels = ["" if v is None or v != v else str(v) for v in col("label")]
         sources = [s if isinstance(s, str) else "hand" for s in col("source")]

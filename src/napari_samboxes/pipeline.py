@@ -283,11 +283,16 @@ def precompute(
     from .imread import read_image
 
     for path in paths:
+        ok = True
         try:
             rgb8 = to_rgb8(read_image(path))
             yield from raw_results(
-                rgb8, template.settings, template.checkpoint, template.device,
+                rgb8,
+                template.settings,
+                template.checkpoint,
+                template.device,
                 cache=cache,
             )
         except (OSError, ValueError, RuntimeError, MemoryError):
-            continue
+            ok = False
+        yield Precomputed(Path(path), ok)
