@@ -134,10 +134,18 @@ def agreement(ref: Any, got: Any) -> str:
     same = sum(row in r for row in g)
     if same == len(ref) == len(got):
         return f"identical ({len(ref)} candidates)"
-    return (
+    out = (
         f"DIFFERENT: {len(ref)} reference vs {len(got)} engine candidates, "
         f"{same} identical (box and area)"
     )
+    if len(ref) == len(got):  # pair them by (area, box) order
+        r = np.column_stack([ref.areas, ref.boxes])
+        g = np.column_stack([got.areas, got.boxes])
+        r, g = r[np.lexsort(r.T[::-1])], g[np.lexsort(g.T[::-1])]
+        db = np.abs(r[:, 1:] - g[:, 1:]).max()
+        da = (np.abs(r[:, 0] - g[:, 0]) / np.maximum(r[:, 0], 1)).max()
+        out += f"; paired: max box difference {db:.0f} px, max area difference {da:.3%}"
+    return out
 
 
 def timed(fn: Any, device: str) -> tuple[float, Any]:
