@@ -106,7 +106,8 @@ def test_workers_give_the_same_box_tables_as_in_process(
         assert (there / n).read_text() == (here / n).read_text()
         assert len((here / n).read_text().splitlines()) > 1  # has boxes
     # the workers wrote the cache too: a rerun in-process reads it
-    assert len(list((tmp_path / "c2").glob("*.npz"))) == 3
+    assert len(list((tmp_path / "c2").glob("*.emb.npz"))) == 3  # + embeddings
+    assert len(list((tmp_path / "c2").glob("*.npz"))) == 6
 
 
 def test_scheduler_that_cannot_be_reached_is_one_line(

@@ -190,12 +190,12 @@ def test_prompt_fallback_reuses_the_embedding(
     assert boxes.features["score"][0] == pytest.approx(float(iou[0]))
     assert "box from SAM" in said["info"][-1]
     assert len(encodes) == 1  # no re-encode
-    # a cached run has no embedding in memory: one encode, then kept
+    # a cached run loads the embedding stored next to the candidates
     assert run_and_wait(widget, qtbot) == "cached" and len(encodes) == 1
     for n in (2, 3):
         click_pick(viewer, pts)
         qtbot.waitUntil(lambda n=n: len(emitted) == n, timeout=TIMEOUT)
-    assert len(encodes) == 2 and len(boxes.data) == 3
+    assert len(encodes) == 1 and len(boxes.data) == 3  # never re-encoded
 
 
 def test_tighten_moves_a_hand_drawn_box_onto_the_candidate(ran, qtbot, monkeypatch):

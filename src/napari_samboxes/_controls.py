@@ -43,11 +43,14 @@ class ClassBox(ComboBox):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.native.setEditable(True)
+        self.native.setCurrentText(str(self.value or ""))
         self.native.lineEdit().editingFinished.connect(self._typed)
 
     def reset_choices(self, *_: Any) -> None:
         """Keep the classes: napari resets a dock's choices when layers
         change, which would bring back the construction-time list."""
+        if not self.choices:
+            super().reset_choices()
 
     def _typed(self) -> None:
         text = self.native.currentText().strip()
@@ -86,11 +89,19 @@ def _wrapping_label(name: str) -> Label:
     label.native.setWordWrap(True)
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(10)
+    # room for four wrapped lines (a wrapped label with an ignored width
+    # cannot ask for its height)
+    label.native.setMinimumHeight(4 * label.native.fontMetrics().lineSpacing() + 4)
     return label
 
 
 def _unit(name: str, text: str, value: float) -> FloatSpinBox:
     return FloatSpinBox(name=name, label=text, value=value, min=0.0, max=1.0, step=0.01)
+
+
+#: The dock's widest: with napari's layer controls docked on the left, the
+#: canvas keeps at least half of a 1280 px window.
+MAX_DOCK_WIDTH = 300
 
 
 def make_controls(
@@ -106,6 +117,7 @@ def make_controls(
         PushButton(name="next_image", text="Next (d) >", enabled=False),
         PushButton(name="next_unannotated", text="Next unannotated", enabled=False),
         _wrapping_label("folder_progress"),
+        _wrapping_label("status"),
         ComboBox(name="image", label="image", choices=image_choices),
         FileEdit(
             name="checkpoint",
@@ -155,7 +167,6 @@ def make_controls(
         PushButton(name="tighten", text="Tighten", tooltip="snap boxes to SAM"),
         PushButton(name="undo", text="Undo", tooltip="Ctrl+Z"),
         PushButton(name="redo", text="Redo", tooltip="Ctrl+Shift+Z"),
-        _wrapping_label("status"),
     ]
 
 

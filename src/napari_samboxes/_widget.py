@@ -69,6 +69,7 @@ class SamBoxesWidget(Container):
         self.current_request: RunRequest | None = None
         self.folder_mode: FolderMode | None = None
         self.extend(_controls.make_controls(self._image_choices, find_checkpoint()))
+        self.native.setMaximumWidth(_controls.MAX_DOCK_WIDTH)
         self.preview = Preview(self)
         self._add_callbacks()
         self._update_checkpoint_status()
@@ -126,14 +127,15 @@ class SamBoxesWidget(Container):
         self.say(
             f"checkpoint: {path.name}"
             if found
-            else "No MobileSAM checkpoint: choose mobile_sam.pt or press "
-            "'Download weights' (about 39 MB)."
+            else "No checkpoint: choose mobile_sam.pt, or press "
+            "'Download weights' (39 MB)."
         )
 
     def say(self, text: str) -> None:
         """Show a status line (wrapped in the dock, never widening it)."""
         if not self._closed:
             self.status.value = text
+            self.status.native.setToolTip(text)
 
     def notify(self, text: str, level: str = "info") -> None:
         """A napari notification (``info``, ``warning`` or ``error``)."""
