@@ -78,6 +78,11 @@ class Settings:
             raise SettingsError(
                 f"crop points downscale factor must be an integer >= 1, not {f!r}"
             )
+        if pps // f**self.crop_n_layers < 1:
+            raise SettingsError(
+                f"crop layer {self.crop_n_layers} would have no points: "
+                f"{pps} points per side divided by {f}^{self.crop_n_layers}"
+            )
 
     def batch_for(self, device: str) -> int:
         """Points per batch for a device (``cpu``, ``cuda...``, ``mps``)."""
