@@ -92,6 +92,13 @@ def test_folder_session_end_to_end(
     t = on_disk(folder, "img1")
     assert t.labels == ["cup", "plate"]
     np.testing.assert_array_equal(t.boxes, first.xyxy)
+    # undo and redo reach the disk too
+    widget.undo.changed.emit(True)
+    qtbot.waitUntil(lambda: len(on_disk(folder, "img1")) == 1, timeout=5000)
+    assert on_disk(folder, "img1").labels == ["cup"]
+    widget.redo.changed.emit(True)
+    qtbot.waitUntil(lambda: len(on_disk(folder, "img1")) == 2, timeout=5000)
+    assert widget.session.boxes == first
 
     # image 2: its candidates were precomputed in the background
     qtbot.waitUntil(lambda: widget.folder_mode.background_done >= 1, timeout=TIMEOUT)
