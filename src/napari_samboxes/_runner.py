@@ -63,10 +63,10 @@ class CandidateRun:
         self.embedding: Any = None
         self._stop_reason = ""
         self._outcome = ""
-        n = -(-(request.settings.points_per_side**2) // 64)
+        n = request.settings.points_per_side**2
         self.worker = thread_worker(
             run_candidates,
-            progress={"total": 0, "desc": f"SAM candidates (~{n} batches)"},
+            progress={"total": 0, "desc": f"SAM candidates ({n} prompts)"},
             start_thread=False,
             ignore_errors=True,
         )(request, cache=cache)
