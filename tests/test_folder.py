@@ -110,11 +110,10 @@ def test_folder_session_end_to_end(
     assert "image 2 of 3, 1 annotated" in widget.folder_progress.value
     assert len(widget.session.boxes) == 0
     pick_first(widget, viewer.layers.selection.active, 0)
-    qtbot.waitUntil(lambda: on_disk(folder, "img2") is not None, timeout=5000)
-    assert len(viewer.layers) == n_layers  # layers are reused
-
-    widget.prev_image.changed.emit(True)
+    widget.prev_image.changed.emit(True)  # at once: the pick still goes to img2
     wait_candidates(widget, qtbot)
+    assert len(viewer.layers) == n_layers  # layers are reused, none pile up
+    assert len(on_disk(folder, "img2")) == 1 and len(on_disk(folder, "img1")) == 2
     assert widget.session.boxes == first
     boxes_layer = widget.layers.get("boxes")
     np.testing.assert_array_equal(boxes_from_shapes(boxes_layer.data)[0], first.xyxy)
@@ -192,3 +191,28 @@ def test_sigkill_right_after_a_pick_loses_nothing(folder, structured_ckpt, tmp_p
     t = on_disk(folder, "img1")
     assert t is not None and len(t) == 1
     np.testing.assert_array_equal(t.boxes[0], box)
+
+
+def test_a_broken_box_table_is_never_overwritten(
+    make_napari_viewer, folder, structured_ckpt, tmp_path, qtbot, monkeypatch
+):
+    import napari.utils.notifications as nt
+
+    errors = []
+    monkeypatch.setattr(nt, "show_error", errors.append)
+    (folder / "annotations").mkdir()
+    broken = folder / "annotations" / "img2.csv"
+    broken.write_text("label,x_min,y_min,x_max,y_max\ncup,1,2,oops,4\n")
+    viewer = make_napari_viewer()
+    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path / "cache"))
+    widget.checkpoint.value = str(structured_ckpt)
+    widget.points_per_side.value = 4
+    widget.folder.value = str(folder)
+    wait_candidates(widget, qtbot)
+    widget.next_image.changed.emit(True)
+    assert "img2.jpg: not shown" in errors[-1] and "line 2" in errors[-1]
+    assert "image 1 of 3" in widget.folder_progress.value
+    pick_first(widget, viewer.layers["shots picks"], 0)
+    widget.folder_mode.flush()
+    assert len(on_disk(folder, "img1")) == 1
+    assert broken.read_text().endswith("oops,4\n")  # untouched

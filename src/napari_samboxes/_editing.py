@@ -158,10 +158,10 @@ def on_tighten(self: SamBoxesWidget, event: Any = None) -> None:
         asked.append(b)
         return np.zeros_like(b), np.zeros(len(b))
 
+    cands, sl = s.candidates, s.slice_index  # read here, not in the worker
+
     def tighten(prompt: Any) -> Any:
-        return tighten_boxes(
-            before, s.candidates, chosen or None, prompt, slice_index=s.slice_index
-        )
+        return tighten_boxes(before, cands, chosen or None, prompt, slice_index=sl)
 
     def done(result: Any) -> None:
         if s.boxes is not before:
@@ -183,17 +183,22 @@ def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
     assert self.layers is not None
     from qtpy.QtCore import QTimer
 
-    new = self.layers.read_boxes(self._hand_defaults())
+    try:
+        new = self.layers.read_boxes(self._hand_defaults())
+    except ValueError as e:  # a shape that is no box (NaN, several slices)
+        self.notify(f"{e}; the edit is undone.", "warning")
+        QTimer.singleShot(0, lambda: _resync(self))
+        return
     change = self.session.replace_all(new, f"boxes {action}")
+    if change.changed:  # now, while this image is still the current one
+        self.boxes_changed.emit(change.boxes)
     # redraw (whole pixels, class colours) once napari has finished
-    QTimer.singleShot(0, lambda: _resync(self, change))
+    QTimer.singleShot(0, lambda: _resync(self))
 
 
-def _resync(self: SamBoxesWidget, change: Change) -> None:
+def _resync(self: SamBoxesWidget) -> None:
     if self.layers is not None and self.layers.get("boxes") is not None:
         self._show_boxes(self.session.boxes)
-    if change.changed:
-        self.boxes_changed.emit(change.boxes)
 
 
 def on_relabel(self: SamBoxesWidget, event: Any = None) -> None:

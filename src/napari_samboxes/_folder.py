@@ -20,7 +20,7 @@ import numpy as np
 
 from ._layers import LayerSet
 from .boxes import Boxes
-from .dataset import Dataset
+from .dataset import Dataset, read_classes
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._widget import SamBoxesWidget
@@ -42,6 +42,7 @@ class FolderMode:
         if len(self.dataset.images) == 0:
             raise ValueError(f"{folder}: no images (png, jpg, tif, bmp, gif, webp)")
         self.index = -1
+        self.target = 0
         self.image: Any = None
         self._dirty: dict[Path, Boxes] = {}
         self._timer = QTimer()
@@ -54,31 +55,45 @@ class FolderMode:
         self.name = Path(folder).resolve().name or "folder"
         widget.boxes_changed.connect(self._on_boxes_changed)
         widget.run_finished.connect(self._on_run_finished)
-        widget.box_label.add_classes(self.dataset.classes())
-        widget.classes_file.value = str(self.dataset.classes_path)
+        widget.session.forget([str(p) for p in self.dataset.images])
+        # the folder's class list replaces the drop-down's (saved to its file)
+        with widget.classes_file.changed.blocked():
+            widget.classes_file.value = str(self.dataset.classes_path)
+        try:
+            classes = self.dataset.classes()
+        except ValueError as e:  # a broken table: its image is refused later
+            widget.notify(f"{e}", "warning")
+            path = self.dataset.classes_path
+            classes = read_classes(path) if path.is_file() else []
+        if classes:
+            widget.box_label.choices = tuple(classes)
 
     # -- navigation ----------------------------------------------------------
     def show(self, index: int) -> None:
         """Show image ``index`` (clipped), its boxes and its candidates."""
         index = int(np.clip(index, 0, len(self.dataset.images) - 1))
+        self.target = index
         self.flush()
         self._stop_background()
         w = self.w
         if w.current_run is not None:  # finish leaving first; then come here
-            self._after_run = lambda: self.show(index)
+            self._after_run = lambda: self.show(self.target)
             w.current_run.stop()
             return
         path = self.dataset.images[index]
-        try:
+        try:  # read everything first: a failure changes nothing
             data = _read(path)
+            table = self.dataset.load_boxes(path)
         except (OSError, ValueError) as e:
-            w.notify(f"{path.name}: cannot read image: {e}", "error")
+            w.notify(f"{path.name}: not shown: {e}", "error")
             return
         self.index = index
+        picks = w.layers.get("picks") if w.layers is not None else None
+        if picks is not None:
+            picks.data = np.zeros((0, picks.ndim))  # a pending pick stays behind
         self._set_image(data)
         w.session.clear_candidates()
         w.render_candidates()
-        table = self.dataset.load_boxes(path)
         boxes = w.session.show_image(str(path), Boxes.from_table(table))
         w.box_label.add_classes(list(boxes.labels))
         w.apply_boxes(boxes)
@@ -87,8 +102,9 @@ class FolderMode:
         w.run.changed.emit(True)  # candidates without pressing Run
 
     def step(self, delta: int) -> None:
-        """Go ``delta`` images forward or back."""
-        self.show(self.index + delta)
+        """Go ``delta`` images forward or back (from where a move is going)."""
+        base = self.target if self.w.current_run is not None else self.index
+        self.show(base + delta)
 
     def next_unannotated(self) -> None:
         """Go to the next image without boxes (wrapping around)."""
@@ -121,25 +137,32 @@ class FolderMode:
         else:
             img.data = data
             img.reset_contrast_limits()
+        if w.layers is None or w.layers.image is not img:
+            w.layers = LayerSet(w.viewer, img, self.name)
         w.image.value = img
 
     # -- autosave ----------------------------------------------------------
     def _on_boxes_changed(self, boxes: Boxes) -> None:
-        if self.index >= 0:
-            self._dirty[self.dataset.images[self.index]] = boxes
+        # the image the session is on, never "the image shown now"
+        path = Path(self.w.session.image_key)
+        if path in self.dataset.images:
+            self._dirty[path] = boxes
             self._timer.start(AUTOSAVE_DELAY_MS)
 
     def flush(self) -> None:
         """Write every pending change now (atomic writes)."""
-        self._timer.stop()
+        try:
+            self._timer.stop()
+        except RuntimeError:  # Qt already deleted it (the viewer closes)
+            pass
         dirty, self._dirty = self._dirty, {}
         for path, boxes in dirty.items():
             try:
                 self.dataset.save_boxes(path, boxes.to_table())
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 self._dirty[path] = boxes  # keep it; try again on the next change
                 self.w.notify(f"could not save {path.name}'s boxes: {e}", "error")
-        if dirty and self.index >= 0:
+        if dirty and self.index >= 0 and not self.w._closed:
             self.update_progress()
 
     # -- runs and precomputation --------------------------------------------
@@ -178,9 +201,15 @@ class FolderMode:
             self._background = None
 
     def close(self) -> None:
-        """Flush and stop background work."""
+        """Flush, stop background work, stop listening to the widget."""
         self.flush()
         self._stop_background()
+        self._after_run = None
+        for signal, slot in (
+            (self.w.boxes_changed, self._on_boxes_changed),
+            (self.w.run_finished, self._on_run_finished),
+        ):
+            signal.disconnect(slot)
 
 
 def _read(path: Path) -> np.ndarray:

@@ -196,7 +196,7 @@ class LayerSet:
         feats = layer.features
 
         def col(name: str) -> list[Any]:
-            vals = list(feats[name]) if name in feats and len(feats) == n else []
+            vals = list(feats[name])[:n] if name in feats else []
             return vals + [defaults.get(name)] * (n - len(vals))
 
         labels = ["" if v is None or v != v else str(v) for v in col("label")]

@@ -154,7 +154,7 @@ class SamBoxesWidget(Container):
     def _layers_for(self, image: Any) -> LayerSet:
         if self.layers is None or self.layers.image is not image:
             self.layers = LayerSet(self.viewer, image, image.name)
-            self.session.show_image(image.name)
+            self.session.show_image(f"layer:{image.unique_id}")
         return self.layers
 
     def render_candidates(self) -> None:
@@ -253,7 +253,8 @@ class SamBoxesWidget(Container):
             self.notify(message, "error")
         elif outcome == "stopped":
             self.notify(f"run stopped: {message}.", "warning")
-        if run is not None and run.embedding is not None:
+        ok = outcome in ("done", "cached")
+        if ok and run is not None and run.embedding is not None:
             self.session.embedding = run.embedding
         self.run_finished.emit(outcome)
 

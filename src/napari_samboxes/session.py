@@ -238,6 +238,13 @@ class Session:
         self.image_key = key
         return self.boxes
 
+    def forget(self, keys: list[str]) -> None:
+        """Drop the boxes and history of images (their files are the truth
+        again, e.g. when a folder is opened anew)."""
+        for key in keys:
+            if key != self.image_key:
+                self._images.pop(key, None)
+
     @property
     def _img(self) -> _ImageBoxes:
         return self._images[self.image_key]
