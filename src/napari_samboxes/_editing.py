@@ -198,7 +198,7 @@ def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
 
 def _resync(self: SamBoxesWidget) -> None:
     if self.layers is not None and self.layers.get("boxes") is not None:
-        self._show_boxes(self.session.boxes)
+        self.show_boxes(self.session.boxes)
 
 
 def on_relabel(self: SamBoxesWidget, event: Any = None) -> None:

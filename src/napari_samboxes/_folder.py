@@ -74,7 +74,7 @@ class FolderMode:
         index = int(np.clip(index, 0, len(self.dataset.images) - 1))
         self.target = index
         self.flush()
-        self._stop_background()
+        self.stop_background()
         w = self.w
         if w.current_run is not None:  # finish leaving first; then come here
             self._after_run = lambda: self.show(self.target)
@@ -96,7 +96,7 @@ class FolderMode:
         w.render_candidates()
         boxes = w.session.show_image(str(path), Boxes.from_table(table))
         w.box_label.add_classes(list(boxes.labels))
-        w.apply_boxes(boxes)
+        w.show_boxes(boxes)
         self.update_progress()
         w.viewer.reset_view()
         w.run.changed.emit(True)  # candidates without pressing Run
@@ -195,7 +195,8 @@ class FolderMode:
         if isinstance(ev, Precomputed):
             self.background_done += 1
 
-    def _stop_background(self) -> None:
+    def stop_background(self) -> None:
+        """Stop the look-ahead (at its next batch)."""
         if self._background is not None:
             self._background.quit()
             self._background = None
@@ -203,7 +204,7 @@ class FolderMode:
     def close(self) -> None:
         """Flush, stop background work, stop listening to the widget."""
         self.flush()
-        self._stop_background()
+        self.stop_background()
         self._after_run = None
         for signal, slot in (
             (self.w.boxes_changed, self._on_boxes_changed),

@@ -40,17 +40,17 @@ KEYS = {
 
 def _undo_keys(w: SamBoxesWidget) -> dict[str, Callable[[], Any]]:
     return {
-        "Control-Z": lambda: w.apply(w.session.undo()),
-        "Control-Shift-Z": lambda: w.apply(w.session.redo()),
+        "Control-Z": partial(_press, w, "undo"),
+        "Control-Shift-Z": partial(_press, w, "redo"),
     }
 
 
 def _picks_keys(w: SamBoxesWidget) -> dict[str, Callable[[], Any]]:
     keys: dict[str, Callable[[], Any]] = {
-        "[": lambda: w.apply(w.session.step(-1)),
-        "]": lambda: w.apply(w.session.step(+1)),
-        "d": lambda: _press(w, "next_image"),
-        "a": lambda: _press(w, "prev_image"),
+        "[": partial(_press, w, "smaller"),
+        "]": partial(_press, w, "larger"),
+        "d": partial(_press, w, "next_image"),
+        "a": partial(_press, w, "prev_image"),
     }
     for n in range(1, 10):
         keys[str(n)] = partial(choose_class, w, n)
@@ -58,6 +58,7 @@ def _picks_keys(w: SamBoxesWidget) -> dict[str, Callable[[], Any]]:
 
 
 def _press(w: SamBoxesWidget, name: str) -> None:
+    """Do what the button ``name`` does (keys and buttons share one path)."""
     try:
         button = w[name]
     except (KeyError, AttributeError):

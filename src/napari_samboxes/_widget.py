@@ -187,15 +187,12 @@ class SamBoxesWidget(Container):
         if change.message:
             self.say(change.message)
         if change.changed and self.layers is not None:
-            self._show_boxes(change.boxes)
+            self.show_boxes(change.boxes)
             self.boxes_changed.emit(change.boxes)
         return change
 
-    def apply_boxes(self, boxes: Boxes) -> None:
-        """Render boxes loaded from disk (no undo step, no autosave)."""
-        self._show_boxes(boxes)
-
-    def _show_boxes(self, boxes: Boxes) -> None:
+    def show_boxes(self, boxes: Boxes) -> None:
+        """Render boxes (no undo step, no autosave): the session's own."""
         assert self.layers is not None
         self._syncing = True
         try:
@@ -226,6 +223,8 @@ class SamBoxesWidget(Container):
             request = _controls.run_request(self, image, ckpt)
         except (SettingsError, ValueError) as e:
             return self.notify(str(e), "error")
+        if self.folder_mode is not None:  # the foreground goes first
+            self.folder_mode.stop_background()
         if self.layers is None or self.layers.image is not image:
             self.session.clear_candidates()
         self._layers_for(image)
