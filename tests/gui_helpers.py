@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from napari_samboxes._widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 from napari_samboxes.geometry import boxes_from_shapes
@@ -20,11 +22,11 @@ def make_widget(viewer, ckpt, cache_dir, pps=4, points_per_batch=4):
     return widget
 
 
-def run_and_wait(widget, qtbot):
-    """Press Run and wait for the run's outcome."""
+def run_and_wait(widget, qtbot, press=None):
+    """Press Run (or call ``press``) and wait for the run's outcome."""
     outcomes = []
     widget.run_finished.connect(outcomes.append)
-    widget.run.native.click()
+    (press or widget.run.native.click)()
     qtbot.waitUntil(lambda: bool(outcomes), timeout=TIMEOUT)
     widget.run_finished.disconnect(outcomes.append)
     return outcomes[0]
@@ -50,3 +52,35 @@ def press_key(layer, key):
     from napari.utils.key_bindings import KeyBinding
 
     return layer.keymap[KeyBinding.from_str(key)](layer)
+
+
+def blocking_engine(monkeypatch, batches_before_block=1, fail=None):
+    """Wrap the engine so a run stops after some batches until released
+    (``go.set()``), then goes on, or raises ``fail``."""
+    from napari_samboxes import engine
+
+    go = threading.Event()
+    real = engine.iter_raw_batches
+
+    def slow(*a, **k):
+        for n, item in enumerate(real(*a, **k)):
+            if n == batches_before_block:
+                go.wait(60)
+                if fail is not None:
+                    raise fail
+            yield item
+
+    monkeypatch.setattr(engine, "iter_raw_batches", slow)
+    return go
+
+
+def cancel_mid_run(widget, qtbot, go):
+    """A ``press`` for :func:`run_and_wait`: Run, wait for a batch, Cancel."""
+
+    def press():
+        widget.run.native.click()
+        qtbot.waitUntil(lambda: "batch" in widget.status.value, timeout=TIMEOUT)
+        widget.cancel.native.click()
+        go.set()
+
+    return press

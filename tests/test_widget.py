@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gui_helpers import (
+    blocking_engine,
+    cancel_mid_run,
+    layer_boxes,
+    notes,
+    run_and_wait,
+)
 from napari_samboxes import engine, propose_boxes, select_box
 from napari_samboxes._widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
-from napari_samboxes.geometry import boxes_from_shapes, shapes_from_boxes
+from napari_samboxes.geometry import shapes_from_boxes
 
 PPS = 4
 TIMEOUT = 120_000
@@ -61,29 +67,6 @@ def setup(make_napari_viewer, photo, structured_ckpt, tmp_path):
     widget = make_widget(viewer, structured_ckpt, tmp_path)
     assert widget.image.value is image
     return viewer, image, widget
-
-
-def run_and_wait(widget, qtbot, press=None):
-    """Press Run (or call ``press``) and wait for the run's outcome."""
-    outcomes = []
-    widget.run_finished.connect(outcomes.append)
-    (press or widget.run.native.click)()
-    qtbot.waitUntil(lambda: bool(outcomes), timeout=TIMEOUT)
-    widget.run_finished.disconnect(outcomes.append)
-    return outcomes[0]
-
-
-def layer_boxes(layer):
-    return boxes_from_shapes(layer.data)[0]
-
-
-def notes(monkeypatch):
-    import napari.utils.notifications as nt
-
-    said = {"info": [], "warning": [], "error": []}
-    for k in said:
-        monkeypatch.setattr(nt, f"show_{k}", lambda m, k=k: said[k].append(m))
-    return said
 
 
 def nested_points(c):
@@ -162,23 +145,6 @@ def test_streaming_thresholds_and_cache(
     assert "(from cache)" in widget.status.value and len(cand.data) == final
 
 
-def blocking_engine(monkeypatch, batches_before_block=1, fail=None):
-    """Wrap the engine so a run stops after some batches until released."""
-    go = threading.Event()
-    real = engine.iter_raw_batches
-
-    def slow(*a, **k):
-        for n, item in enumerate(real(*a, **k)):
-            if n == batches_before_block:
-                go.wait(60)
-                if fail is not None:
-                    raise fail
-            yield item
-
-    monkeypatch.setattr(engine, "iter_raw_batches", slow)
-    return go
-
-
 def test_cancel_restores_the_previous_candidates(setup, qtbot, monkeypatch):
     viewer, image, widget = setup
     run_and_wait(widget, qtbot)
@@ -186,13 +152,7 @@ def test_cancel_restores_the_previous_candidates(setup, qtbot, monkeypatch):
     widget.points_per_side.value = 3  # not cached
     go = blocking_engine(monkeypatch)
 
-    def press():
-        widget.run.native.click()
-        qtbot.waitUntil(lambda: "batch" in widget.status.value, timeout=TIMEOUT)
-        widget.cancel.native.click()
-        go.set()
-
-    assert run_and_wait(widget, qtbot, press) == "cancelled"
+    assert run_and_wait(widget, qtbot, cancel_mid_run(widget, qtbot, go)) == "cancelled"
     now = viewer.layers["photo candidates"].data
     assert len(now) == len(before)
     assert all(np.array_equal(a, b) for a, b in zip(now, before, strict=True))
@@ -203,13 +163,7 @@ def test_cancel_of_a_first_run_leaves_no_candidates(setup, qtbot, monkeypatch):
     viewer, image, widget = setup
     go = blocking_engine(monkeypatch)
 
-    def press():
-        widget.run.native.click()
-        qtbot.waitUntil(lambda: "batch" in widget.status.value, timeout=TIMEOUT)
-        widget.cancel.native.click()
-        go.set()
-
-    assert run_and_wait(widget, qtbot, press) == "cancelled"
+    assert run_and_wait(widget, qtbot, cancel_mid_run(widget, qtbot, go)) == "cancelled"
     assert "photo candidates" not in viewer.layers
 
 
@@ -390,7 +344,12 @@ def test_stacks_use_the_current_slice(
 
 
 def test_multiscale_uses_a_level_that_fits_and_scales_boxes(
-    make_napari_viewer, photo, structured_ckpt, tmp_path, qtbot, monkeypatch,
+    make_napari_viewer,
+    photo,
+    structured_ckpt,
+    tmp_path,
+    qtbot,
+    monkeypatch,
     structured_model,
 ):
     import napari_samboxes.image as im

@@ -264,19 +264,11 @@ class Session:
         img.boxes = new
         return Change(new, message)
 
-    def add(
-        self,
-        xyxy: Sequence[float],
-        label: str,
-        score: float = float("nan"),
-        source: str = "hand",
-        slice_index: Sequence[float] = (),
-    ) -> Change:
-        """Add one box."""
-        return self._apply(
-            self.boxes.added(xyxy, label, score, source, slice_index),
-            f"added '{label}'",
-        )
+    def add(self, xyxy: Sequence[float], label: str, **fields: Any) -> Change:
+        """Add one box; ``fields`` as :meth:`Boxes.added` (``score``,
+        ``source``, default "hand", ``slice_index``)."""
+        fields.setdefault("source", "hand")
+        return self._apply(self.boxes.added(xyxy, label, **fields), f"added '{label}'")
 
     def delete(self, indices: Sequence[int]) -> Change:
         """Delete boxes."""
@@ -298,7 +290,9 @@ class Session:
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
         predicted IoU as score) on the candidates' slice."""
-        change = self.add(xyxy, label, float(iou), "prompt", self.slice_index)
+        change = self.add(
+            xyxy, label, score=float(iou), source="prompt", slice_index=self.slice_index
+        )
         msg = message or f"added '{label}' from a box prompt"
         return Change(change.boxes, msg, change.changed)
 
