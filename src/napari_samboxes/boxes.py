@@ -139,19 +139,18 @@ class Boxes:
     # -- files ----------------------------------------------------------
     def to_table(self) -> BoxTable:
         """The boxes as a :class:`~napari_samboxes.formats.boxtable.BoxTable`."""
-        kw = {"sources": list(self.sources)} if _has_sources() else {}
         return BoxTable(
             labels=list(self.labels),
             boxes=np.array(self.xyxy),
             scores=np.array(self.scores),
             slices=np.array(self.slices),
-            **kw,
+            sources=list(self.sources),
         )
 
     @classmethod
     def from_table(cls, table: BoxTable, default_source: str = "import") -> Boxes:
         """Boxes from a box table (rows without a source get ``default_source``)."""
-        sources = getattr(table, "sources", None) or [default_source] * len(table)
+        sources = table.sources or [default_source] * len(table)
         return cls(
             table.boxes,
             tuple(str(v) for v in table.labels),
@@ -159,7 +158,3 @@ class Boxes:
             tuple(s if s in SOURCES else default_source for s in sources),
             table.slices,
         )
-
-
-def _has_sources() -> bool:
-    return "sources" in BoxTable.__dataclass_fields__

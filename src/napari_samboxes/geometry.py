@@ -206,3 +206,16 @@ def table_from_layer_data(data: Sequence[Any], meta: dict[str, Any]) -> BoxTable
             for v in (sources or [None] * n)
         ],
     )
+
+
+def level_to_full(xyxy: Any, scale: Any) -> np.ndarray:
+    """Boxes (N, 4) in pixels of a coarser level -> level-0 pixels.
+
+    ``scale`` is the (x, y) size of a level pixel in level-0 pixels: pixel
+    i of the level covers level-0 pixels ``i*s .. (i+1)*s - 1``.
+    """
+    sx, sy = float(scale[0]), float(scale[1])
+    b = np.array(xyxy, dtype=np.float64).reshape(-1, 4)
+    b[:, [0, 2]] = b[:, [0, 2]] * sx + [0.0, sx - 1]
+    b[:, [1, 3]] = b[:, [1, 3]] * sy + [0.0, sy - 1]
+    return b

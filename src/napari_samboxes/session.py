@@ -24,6 +24,7 @@ import numpy as np
 
 from .boxes import Boxes
 from .candidates import Candidates, RawMasks
+from .geometry import level_to_full
 from .select import containing, select_box
 from .settings import DEFAULTS, Settings
 
@@ -82,12 +83,7 @@ class CandidateSet:
 
     def from_level(self, xyxy: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) in pixels of the segmented level -> level-0 pixels."""
-        sx, sy = self.scale
-        b = np.array(xyxy, dtype=np.float64).reshape(-1, 4)
-        # pixel i of the level covers level-0 pixels i*s .. (i+1)*s - 1
-        b[:, [0, 2]] = b[:, [0, 2]] * sx + [0.0, sx - 1]
-        b[:, [1, 3]] = b[:, [1, 3]] * sy + [0.0, sy - 1]
-        return b
+        return level_to_full(xyxy, self.scale)
 
     def to_level(self, xyxy: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) in level-0 pixels -> pixels of the segmented level."""

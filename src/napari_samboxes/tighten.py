@@ -26,6 +26,7 @@ import numpy as np
 
 from .boxes import Boxes
 from .candidates import Candidates
+from .geometry import level_to_full
 from .settings import DEFAULTS, Settings
 
 __all__ = [
@@ -246,11 +247,8 @@ class Prompter:
         pts = None if points is None else np.asarray(points, float) / self.scale[:2]
         got, ious = engine.prompt_boxes(self.model(), emb, b / self.scale, pts)
         self.last_seconds = time.perf_counter() - t
-        out = np.asarray(got, dtype=np.float64)
-        empty = is_empty(out)
-        sx, sy = self.scale[:2]
-        out[:, [0, 2]] = out[:, [0, 2]] * sx + [0.0, sx - 1]
-        out[:, [1, 3]] = out[:, [1, 3]] * sy + [0.0, sy - 1]
+        empty = is_empty(np.asarray(got, dtype=np.float64))
+        out = level_to_full(got, self.scale)
         out[empty] = 0
         return out, np.asarray(ious, dtype=np.float64)
 
@@ -308,7 +306,7 @@ def tighten_folder(
                 seen.append(ev.embedding)
 
         raw = drain(raw_results(rgb, settings, checkpoint, device, cache=cache), keep)
-        cands = raw.candidates(*settings.thresholds(), settings.crop_nms_thresh)
+        cands = raw.candidates(settings)
         req = RunRequest(rgb, checkpoint, device, settings, rgb=True)
         prompter = Prompter(req, embedding=seen[0] if seen else None, cache=cache)
         result = tighten_boxes(boxes, cands, prompt=prompter, min_iou=min_iou)
