@@ -29,6 +29,9 @@ __all__ = ["CPU_CHUNK", "Decoder", "build_decoder"]
 
 #: Prompts per decoder pass on the CPU.
 CPU_CHUNK = 4
+#: Output tokens read after the final attention: the IoU token and the
+#: multimask tokens 1..3 (not mask token 0 or the prompt tokens).
+_USED = [0, 2, 3, 4]
 
 
 def build_decoder(
@@ -104,7 +107,8 @@ class Decoder:
             self.l0_t2i_kT = k.view(n, h, ci // h).permute(1, 2, 0).contiguous()
             self.l0_t2i_v = v.view(n, h, ci // h).transpose(0, 1).contiguous()
             b = l0.cross_attn_image_to_token
-            self.l0_i2t_qT = b.q_proj(k_in).t().contiguous()  # Ci x N
+            qT = b.q_proj(k_in).t()  # Ci x N, as h x c x N per head
+            self.l0_i2t_qT = qT.reshape(b.num_heads, -1, n).contiguous()
 
     # -- attention helpers -------------------------------------------------
     @staticmethod
@@ -167,7 +171,7 @@ class Decoder:
     ) -> torch.Tensor:
         """``residual`` + attention from the N image tokens to the T tokens.
 
-        Either ``q_img`` (the shared N x Ci query projection) or
+        Either ``q_img`` (the shared query projection, h x c x N) or
         ``keys_pos`` (B x N x C, image tokens plus positions) is given.
         Returns B x N x C; no B x N x Ci projection is materialised.
         """
@@ -182,12 +186,10 @@ class Decoder:
         k = k.reshape(b, t, h, c)
         v = v.reshape(b, t, h, c)
         if q_img is not None:
-            # q_img: Ci x N, shared. Block-diagonal (B, h*T, Ci): row h*T+t
-            # holds k[b, t, h] in head h's columns.
-            m = k.new_zeros(b, h, t, h, c)
-            for hi in range(h):
-                m[:, hi, :, hi, :] = k[:, :, hi, :] * scale
-            logits = torch.matmul(m.view(b, h * t, ci), q_img)  # B, hT, N
+            # q_img: h x c x N, shared: one product per head
+            kh = (k * scale).permute(2, 0, 1, 3).reshape(h, b * t, c)
+            logits = torch.bmm(kh, q_img)  # h, B*T, N
+            logits = logits.view(h, b, t, -1).transpose(0, 1).reshape(b, h * t, -1)
         else:
             assert keys_pos is not None
             # row h*T+t: k[b,t,h] Wq_h, so that logits = (kp Wq_h^T + bq_h) k
@@ -208,9 +210,9 @@ class Decoder:
         vv = v.permute(2, 0, 1, 3).reshape(h, b * t, c)
         u = torch.bmm(vv, wo).view(h, b, t, -1).permute(1, 0, 2, 3)
         u = (u + attn.out_proj.bias / h).reshape(b, h * t, -1)
-        if residual.shape[0] != b:
-            residual = residual.expand(b, -1, -1)
-        return torch.baddbmm(residual, w.transpose(1, 2), u)
+        if residual.shape[0] != b:  # shared image tokens: a new tensor
+            return torch.baddbmm(residual.expand(b, -1, -1), w.transpose(1, 2), u)
+        return residual.baddbmm_(w.transpose(1, 2), u)  # consumed in place
 
     def _upscale_masks(self, keys: torch.Tensor, hyper: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` and the hypernetwork product, channels-last.
@@ -239,18 +241,27 @@ class Decoder:
         step = max(1, 4096 // (b * nc))  # token rows per slab
         for r0 in range(0, nr, step):
             r1 = min(nr, r0 + step)
-            x = grid[:, r0:r1, :nc].reshape(-1, cin)
-            x = torch.addmm(b1, x, w1).view(-1, c1)  # (tokens*4) x C1
+            rows = r1 - r0
+            x = grid[:, r0:r1, :nc]
+            if nc == w:  # whole token rows: a view, no copy
+                x = torch.matmul(x.reshape(b, -1, cin), w1)
+                x += b1
+            else:
+                x = torch.addmm(b1, x.reshape(-1, cin), w1)
+            x = x.view(b, rows, nc, 2, 2, c1)  # (y, x, di, dj, channel)
             x = F.layer_norm(x, (c1,), ln.weight, ln.bias, ln.eps)
             torch.ops.aten.gelu_(x)
-            x = torch.addmm(b2, x, w2)  # (tokens*4) x (4*C2)
+            # rows in image order at 2x, (y, di, x, dj): 256-byte runs
+            x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, c1)
+            x = torch.addmm(b2, x, w2)  # columns (di2, dj2, channel)
             torch.ops.aten.gelu_(x)
-            x = x.view(b, -1, c2)
-            m = torch.bmm(x, hyper.transpose(1, 2))  # B, tokens*16, 3
-            # (y, x, di, dj, di2, dj2) -> rows 4y + 2di + di2, cols 4x + 2dj + dj2
-            m = m.view(b, r1 - r0, nc, 2, 2, 2, 2, 3).permute(0, 7, 1, 3, 5, 2, 4, 6)
-            dst = out[:, :, 4 * r0 : 4 * r1, : 4 * nc]
-            dst.view(b, 3, r1 - r0, 2, 2, nc, 2, 2).copy_(m)  # one copy
+            m = torch.bmm(hyper, x.view(b, -1, c2).transpose(1, 2))  # B, 3, P
+            # P = (y, di, x, dj, di2, dj2) -> rows 4y + 2di + di2, cols
+            # 4x + 2dj + dj2. Each dj2 pair moves as one 8-byte element,
+            # so every copied run is a whole row of the slab (bit-exact).
+            src = m.view(b, 3, rows, 2, 2 * nc, 2, 2).view(torch.float64)[..., 0]
+            dst = out[:, :, 4 * r0 : 4 * r1, : 4 * nc].view(torch.float64)
+            dst.view(b, 3, rows, 2, 2, 2 * nc).copy_(src.transpose(-1, -2))
         return out
 
     # -- forward -----------------------------------------------------------
@@ -274,13 +285,17 @@ class Decoder:
 
     def __call__(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res multimask logits (B x 3 x 256 x 256) and IoU (B x 3)."""
+        return self._per_prompt(*self._layer0_tokens(sparse))
+
+    def _layer0_tokens(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens and their layer-0 queries (shared image tokens only)."""
         import torch
 
         md, tr = self.md, self.tr
         b = sparse.shape[0]
         out_tok = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tok.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        l0, l1 = tr.layers
+        l0 = tr.layers[0]
         # ---- layer 0 (skip_first_layer_pe)
         q = l0.norm1(l0.self_attn(q=tokens, k=tokens, v=tokens))
         q = l0.norm2(
@@ -293,7 +308,16 @@ class Decoder:
                 v_pre=self.l0_t2i_v,
             )
         )
-        q = l0.norm3(q + l0.mlp(q))
+        return tokens, l0.norm3(q + l0.mlp(q))
+
+    def _per_prompt(
+        self, tokens: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything after layer 0's token side: masks and IoUs."""
+        import torch
+
+        md, tr = self.md, self.tr
+        l0, l1 = tr.layers
         keys = self._image_to_tokens(
             l0.cross_attn_image_to_token,
             self.src0.unsqueeze(0),
@@ -319,16 +343,18 @@ class Decoder:
         )
         del keys_pos
         keys = l1.norm4(keys)
-        # ---- final token-to-image attention
+        # ---- final token-to-image attention, for the tokens read after it:
+        # the IoU token and mask tokens 1..3 (each query row is independent)
+        q = q[:, _USED]
         keys_pos = keys + self.pos
         q = q + self._tokens_to_image(
-            tr.final_attn_token_to_image, q + tokens, keys, keys_pos
+            tr.final_attn_token_to_image, q + tokens[:, _USED], keys, keys_pos
         )
         del keys_pos
         q = tr.norm_final_attn(q)
         # ---- masks (multimask outputs 1..3 only) and IoU
         hyper = torch.stack(
-            [md.output_hypernetworks_mlps[i](q[:, 1 + i]) for i in (1, 2, 3)], dim=1
+            [md.output_hypernetworks_mlps[i](q[:, i]) for i in (1, 2, 3)], dim=1
         )
         masks = self._upscale_masks(keys, hyper)
         iou = md.iou_prediction_head(q[:, 0])[:, 1:]
