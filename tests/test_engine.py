@@ -97,6 +97,16 @@ def test_synthetic_image_and_odd_batch(structured_model, synthetic):
     assert_same(ref, propose_boxes(synthetic, structured_model, **kw))
 
 
+def test_portrait_image_matches_reference(structured_model, photo):
+    """Taller than wide: the decoder upscales only the valid token columns."""
+    portrait = np.ascontiguousarray(photo.transpose(1, 0, 2))  # 256 x 192
+    ref = reference_candidates(portrait, structured_model, points_per_side=PPS)
+    assert len(ref) > 0
+    got = propose_boxes(portrait, structured_model, points_per_side=PPS)
+    assert_same(ref, got)
+    assert {tuple(b) for b in got.boxes} == {tuple(b) for b in ref.boxes}
+
+
 def test_random_checkpoint_matches_reference(random_ckpt, photo):
     from napari_samboxes import load_model
 
