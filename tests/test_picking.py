@@ -217,3 +217,120 @@ def test_tighten_moves_a_hand_drawn_box_onto_the_candidate(ran, qtbot, monkeypat
     assert "tightened 1 box(es), by at most 2 px" in said["info"][-1]
     widget.undo.native.click()
     assert layer_boxes(boxes).tolist() == before
+
+
+def labels_of(widget, layer):
+    return list(widget.session.boxes.labels), [str(v) for v in layer.features["label"]]
+
+
+def test_label_edits_made_in_napari_are_undoable_relabels(ran, qtbot):
+    """``layer.features = df``, an in-place edit announced with
+    ``events.features()``, ``current_properties`` on a selection and napari's
+    features table widget all reach the session; undo walks them back."""
+    import pandas as pd
+    from qtpy.QtCore import Qt
+
+    viewer, widget = ran
+    emitted = []
+    widget.boxes_changed.connect(emitted.append)
+    c = widget.session.candidates
+    widget.box_label.value = "cat"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    click_pick(viewer, c.boxes[-1].reshape(2, 2))
+    boxes = viewer.layers["photo boxes"]
+    scores = list(widget.session.boxes.scores)
+    seen = [labels_of(widget, boxes)]
+    assert seen[0] == (["cat", "cat"], ["cat", "cat"])
+
+    df = boxes.features.copy()
+    df.loc[0, "label"] = "zebra"  # a class nobody has named yet
+    boxes.features = df
+    seen.append(labels_of(widget, boxes))
+    assert seen[-1] == (["zebra", "cat"], ["zebra", "cat"])
+    assert "zebra" in widget.box_label.choices
+    assert list(emitted[-1].labels) == ["zebra", "cat"]  # autosave follows
+
+    boxes.features.loc[1, "label"] = "dog"
+    boxes.events.features()
+    seen.append(labels_of(widget, boxes))
+    assert seen[-1] == (["zebra", "dog"], ["zebra", "dog"])
+
+    boxes.mode = "select"
+    boxes.selected_data = {0, 1}
+    boxes.current_properties = {
+        "label": np.array(["owl"]),
+        "score": np.array([0.0]),
+        "source": np.array(["hand"]),
+    }
+    seen.append(labels_of(widget, boxes))
+    assert seen[-1] == (["owl", "owl"], ["owl", "owl"])
+    # only the label is taken: score and source come back from the session
+    assert list(boxes.features["score"]) == pytest.approx(scores)
+    assert list(boxes.features["source"]) == ["candidate", "candidate"]
+
+    # napari's features table writes the cell into layer.features in place
+    # and emits no layer event: the plugin listens to the table's model
+    boxes.selected_data = set()
+    dock, table = viewer.window.add_plugin_dock_widget(
+        "napari", "Features table widget"
+    )
+    viewer.layers.selection.active = boxes
+    table.toggle.setChecked(True)  # "editable"
+    view = table.table
+    horizontal = Qt.Orientation.Horizontal
+    col = [view.model().headerData(i, horizontal) for i in range(4)]
+    cell = view.model().index(1, col.index("label"))
+    view.selectionModel().select(cell, view.selectionModel().SelectionFlag.Select)
+    assert boxes.selected_data == {1}
+    assert view.model().setData(cell, "heron")  # as the cell editor does
+    qtbot.waitUntil(lambda: widget.session.boxes.labels[1] == "heron", timeout=TIMEOUT)
+    seen.append(labels_of(widget, boxes))
+    assert seen[-1] == (["owl", "heron"], ["owl", "heron"])
+    assert "heron" in widget.box_label.choices
+    assert list(pd.Series(boxes.text.values)) == ["owl", "heron"]  # canvas text
+
+    for want in reversed(seen[:-1]):
+        widget.undo.native.click()
+        assert labels_of(widget, boxes) == want
+        assert list(emitted[-1].labels) == want[0]
+    widget.redo.native.click()
+    assert labels_of(widget, boxes) == seen[1]
+
+
+def test_label_edit_in_napari_reaches_the_folder_csv(
+    make_napari_viewer, tmp_path, photo, structured_ckpt, shared_cache, qtbot
+):
+    from PIL import Image
+
+    from napari_samboxes.formats.boxtable import (
+        BoxTable,
+        read_box_table,
+        write_box_table,
+    )
+
+    d = tmp_path / "shots"
+    (d / "annotations").mkdir(parents=True)
+    Image.fromarray(photo).save(d / "img1.png")
+    (d / "classes.txt").write_text("cup\n")
+    csv = d / "annotations" / "img1.csv"
+    write_box_table(
+        csv,
+        BoxTable(["cup"], np.array([[10.0, 20.0, 60.0, 90.0]]), np.array([0.9])),
+    )
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, structured_ckpt, shared_cache)
+    widget.folder.value = str(d)
+    qtbot.waitUntil(lambda: widget.session.boxes.labels == ("cup",), timeout=TIMEOUT)
+    boxes = widget.layers.get("boxes")
+    df = boxes.features.copy()
+    df.loc[0, "label"] = "mug"
+    boxes.features = df
+    qtbot.waitUntil(lambda: read_box_table(csv).labels == ["mug"], timeout=TIMEOUT)
+    np.testing.assert_array_equal(read_box_table(csv).boxes, [[10, 20, 60, 90]])
+    qtbot.waitUntil(
+        lambda: (d / "classes.txt").read_text().split() == ["cup", "mug"],
+        timeout=TIMEOUT,
+    )
+    widget.undo.native.click()
+    qtbot.waitUntil(lambda: read_box_table(csv).labels == ["cup"], timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.current_run is None, timeout=TIMEOUT)

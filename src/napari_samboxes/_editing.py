@@ -25,6 +25,8 @@ __all__ = [
     "on_tighten",
     "pick",
     "prompt_fallback",
+    "sync_labels",
+    "wire_boxes",
 ]
 
 #: A prompt runs on the UI thread when the last one on the device took less
@@ -208,3 +210,80 @@ def on_relabel(self: SamBoxesWidget, event: Any = None) -> None:
     if not chosen:
         return self.notify("select boxes in the boxes layer to relabel them.")
     self.apply(self.session.relabel(chosen, str(self.box_label.value)))
+
+
+# -- labels changed through napari ------------------------------------------
+# napari changes the ``label`` feature of the boxes layer in three ways:
+# ``layer.features = df`` and ``layer.current_properties = ...`` (with
+# shapes selected) emit ``events.features``; code that edits
+# ``layer.features`` in place may emit it by hand; napari's features table
+# widget writes an edited cell into ``layer.features`` in place and emits
+# no layer event at all, only its Qt model's ``dataChanged``.
+
+
+def wire_boxes(self: SamBoxesWidget, layer: Any) -> None:
+    """Connect the boxes ``layer``'s events to the session (call once per
+    layer): data edits (:func:`on_boxes_data`), label edits
+    (:func:`sync_labels`, on ``features``), and ``highlight`` (the
+    selection changes when a features table row is clicked), which also
+    finds features tables to listen to."""
+    layer.events.data.connect(lambda e: on_boxes_data(self, e))
+    layer.events.features.connect(lambda e: sync_labels(self))
+    layer.events.highlight.connect(lambda e: _on_highlight(self))
+
+
+def _on_highlight(self: SamBoxesWidget) -> None:
+    _watch_feature_tables(self)
+    sync_labels(self)
+
+
+def _watch_feature_tables(self: SamBoxesWidget) -> None:
+    """Listen to the models of napari's features tables in this window."""
+    from qtpy.QtCore import QTimer
+
+    window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+    if window is None or self._closed:
+        return
+    from qtpy.QtWidgets import QWidget
+
+    for table in window.findChildren(QWidget):
+        if type(table).__name__ != "FeaturesTable":
+            continue
+        try:
+            model = table.table.model().sourceModel()
+        except AttributeError:  # another napari's table
+            continue
+        if getattr(model, "_samboxes_watched", False):
+            continue
+        # the table writes the layer in its own slot: read it afterwards
+        model.dataChanged.connect(
+            lambda *_: QTimer.singleShot(0, lambda: sync_labels(self))
+        )
+        model._samboxes_watched = True
+
+
+def sync_labels(self: SamBoxesWidget) -> Change | None:
+    """Labels in the boxes layer that differ from the session's become one
+    undoable relabel; labels that are no class yet join the class list.
+
+    Does nothing while the layer's shapes differ in number from the
+    session's boxes (a data edit, handled by :func:`on_boxes_data`).
+    """
+    if self._syncing or self._closed or self.layers is None:
+        return None
+    labels = self.layers.read_labels()
+    old = self.session.boxes
+    if labels is None or len(labels) != len(old):
+        return None
+    changed = [i for i, label in enumerate(labels) if label != old.labels[i]]
+    if not changed:
+        return None
+    names = list(dict.fromkeys(labels[i] for i in changed))
+    self.box_label.add_classes(names)
+    if len(names) == 1:
+        return self.apply(self.session.relabel(changed, names[0]))
+    new = old
+    for name in names:
+        new = new.relabeled([i for i in changed if labels[i] == name], name)
+    msg = f"{len(changed)} box(es) relabelled"
+    return self.apply(self.session.replace_all(new, msg))

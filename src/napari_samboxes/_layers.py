@@ -67,6 +67,12 @@ def _features(boxes: Boxes) -> pd.DataFrame:
     )
 
 
+def _label_text(value: Any) -> str:
+    """A label feature value as text (missing: None, NaN, pd.NA -> "")."""
+    missing = value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
+    return "" if missing else str(value)
+
+
 class LayerSet:
     """The candidates, picks and boxes layers of one image layer.
 
@@ -184,6 +190,14 @@ class LayerSet:
             self.classes.append(label)
         return class_colour(self.classes.index(label))
 
+    def read_labels(self) -> list[str] | None:
+        """The boxes layer's ``label`` feature as text, one per shape, or
+        None without a boxes layer (or without that feature)."""
+        layer = self.get("boxes")
+        if layer is None or "label" not in layer.features:
+            return None
+        return [_label_text(v) for v in layer.features["label"]]
+
     def read_boxes(self, defaults: dict[str, Any]) -> Boxes:
         """The boxes as the layer holds them now (after a napari edit).
 
@@ -199,7 +213,7 @@ class LayerSet:
             vals = list(feats[name])[:n] if name in feats else []
             return vals + [defaults.get(name)] * (n - len(vals))
 
-        labels = ["" if v is None or v != v else str(v) for v in col("label")]
+        labels = [_label_text(v) for v in col("label")]
         sources = [s if isinstance(s, str) else "hand" for s in col("source")]
         return Boxes(
             np.round(xyxy),
