@@ -199,7 +199,7 @@ class SamBoxesWidget(Container):
             layer = self.layers.show_boxes(boxes)
             layer.feature_defaults = self._hand_defaults()
             if not getattr(layer, "_samboxes_wired", False):
-                layer.events.data.connect(lambda e: _editing.on_boxes_data(self, e))
+                _editing.wire_boxes(self, layer)
                 _keys.bind_layer(self, layer, picks=False)
                 layer._samboxes_wired = True
         finally:
