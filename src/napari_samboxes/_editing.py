@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "INLINE_PROMPT_S",
+    "layer_slots",
     "on_boxes_data",
     "on_picks_data",
     "on_relabel",
@@ -26,7 +27,6 @@ __all__ = [
     "pick",
     "prompt_fallback",
     "sync_labels",
-    "wire_boxes",
 ]
 
 #: A prompt runs on the UI thread when the last one on the device took less
@@ -221,15 +221,24 @@ def on_relabel(self: SamBoxesWidget, event: Any = None) -> None:
 # no layer event at all, only its Qt model's ``dataChanged``.
 
 
-def wire_boxes(self: SamBoxesWidget, layer: Any) -> None:
-    """Connect the boxes ``layer``'s events to the session (call once per
-    layer): data edits (:func:`on_boxes_data`), label edits
-    (:func:`sync_labels`, on ``features``), and ``highlight`` (the
-    selection changes when a features table row is clicked), which also
-    finds features tables to listen to."""
-    layer.events.data.connect(lambda e: on_boxes_data(self, e))
-    layer.events.features.connect(lambda e: sync_labels(self))
-    layer.events.highlight.connect(lambda e: _on_highlight(self))
+def layer_slots(
+    self: SamBoxesWidget, picks: bool
+) -> list[tuple[str, Callable[[Any], Any]]]:
+    """``(event name, handler)`` pairs that send a layer's edits to ``self``.
+
+    Picks layer: data edits (:func:`on_picks_data`). Boxes layer: data edits
+    (:func:`on_boxes_data`), label edits (:func:`sync_labels`, on
+    ``features``), and ``highlight`` (the selection changes when a features
+    table row is clicked), which also finds features tables to listen to.
+    ``_folder.wire_layer`` connects them, one owner per layer.
+    """
+    if picks:
+        return [("data", lambda e: on_picks_data(self, e))]
+    return [
+        ("data", lambda e: on_boxes_data(self, e)),
+        ("features", lambda e: sync_labels(self)),
+        ("highlight", lambda e: _on_highlight(self)),
+    ]
 
 
 def _on_highlight(self: SamBoxesWidget) -> None:

@@ -9,15 +9,28 @@
   (batched, atomic); leaving an image or closing flushes at once.
 * After a run, the next :data:`PRECOMPUTE_AHEAD` images are computed into
   the cache in the background, one at a time, stopped when the user moves.
+  Each image is shown with the contrast limits the look-ahead reads it with
+  (its full range), so that its run finds the look-ahead's cache entry.
+* At most one folder mode per folder: opening a folder closes (flushes)
+  the folder mode that had it open, in any widget.
+* The dock (see :func:`watch_dock`): hiding it flushes at once and pauses
+  the look-ahead, showing it resumes; taking it out of the window (its
+  close button) or deleting it shuts the widget down; quitting the
+  application flushes every folder (:func:`flush_all`).
 """
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import QApplication
 
+from . import _editing, _keys
 from ._layers import LayerSet
 from .boxes import Boxes
 from .dataset import Dataset, read_classes
@@ -25,22 +38,52 @@ from .dataset import Dataset, read_classes
 if TYPE_CHECKING:  # pragma: no cover
     from ._widget import SamBoxesWidget
 
-__all__ = ["AUTOSAVE_DELAY_MS", "PRECOMPUTE_AHEAD", "FolderMode", "open_folder"]
+__all__ = [
+    "AUTOSAVE_DELAY_MS",
+    "PRECOMPUTE_AHEAD",
+    "FolderMode",
+    "flush_all",
+    "open_folder",
+    "watch_dock",
+    "wire_layer",
+]
 
 AUTOSAVE_DELAY_MS = 250
 PRECOMPUTE_AHEAD = 2
+_NAVIGATION = ("prev_image", "next_image", "next_unannotated")
+
+#: The open folder mode of each folder (resolved path).
+_OPEN: weakref.WeakValueDictionary[Path, FolderMode] = weakref.WeakValueDictionary()
+#: The widget each picks or boxes layer reports to, and its handler.
+_WIRING: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def flush_all() -> None:
+    """Write the pending boxes of every open folder (at application quit)."""
+    for mode in list(_OPEN.values()):
+        mode.flush()
 
 
 class FolderMode:
     """The folder workflow of a widget (see the module docstring)."""
 
     def __init__(self, widget: SamBoxesWidget, folder: str | Path) -> None:
-        from qtpy.QtCore import QTimer
-
         self.w = widget
         self.dataset = Dataset(folder)
         if len(self.dataset.images) == 0:
             raise ValueError(f"{folder}: no images (png, jpg, tif, bmp, gif, webp)")
+        self.key = self.dataset.folder.resolve()
+        other = _OPEN.get(self.key)
+        if other is not None:  # its pending boxes reach the disk before we read
+            other.close()
+            other.w.say("the folder was opened in another SAM boxes panel")
+        _OPEN[self.key] = self
+        app = QApplication.instance()
+        if app is not None and not getattr(app, "_samboxes_flush_all", False):
+            app.aboutToQuit.connect(flush_all)
+            app._samboxes_flush_all = True  # type: ignore[attr-defined]
+        #: True while the dock is hidden: no look-ahead then.
+        self.paused = False
         self.index = -1
         self.target = 0
         self.image: Any = None
@@ -126,17 +169,20 @@ class FolderMode:
     def _set_image(self, data: np.ndarray) -> None:
         w = self.w
         rgb = data.ndim == 3
+        limits = full_range(data, rgb)
         img = self.image
         if img is None or img not in w.viewer.layers or bool(img.rgb) != rgb:
             if img is not None and img in w.viewer.layers:
                 w.viewer.layers.remove(img)
-            img = w.viewer.add_image(data, name=self.name, rgb=rgb)
+            img = w.viewer.add_image(
+                data, name=self.name, rgb=rgb, contrast_limits=limits
+            )
             w.viewer.layers.move(w.viewer.layers.index(img), 0)
             self.image = img
             w.layers = LayerSet(w.viewer, img, self.name)
         else:
             img.data = data
-            img.reset_contrast_limits()
+            img.contrast_limits = limits
         if w.layers is None or w.layers.image is not img:
             w.layers = LayerSet(w.viewer, img, self.name)
         w.image.value = img
@@ -170,7 +216,7 @@ class FolderMode:
         after, self._after_run = self._after_run, None
         if after is not None:
             after()
-        elif outcome in ("done", "cached"):
+        elif outcome in ("done", "cached") and not self.paused:
             self._start_background()
 
     def _start_background(self) -> None:
@@ -186,8 +232,18 @@ class FolderMode:
             todo, request, self.w.cache
         )
         worker.yielded.connect(self._on_background_event)
+        worker.finished.connect(partial(self._on_background_finished, worker))
         self._background = worker
         worker.start()
+
+    def _on_background_finished(self, worker: Any) -> None:
+        if self._background is worker:
+            self._background = None
+
+    @property
+    def looking_ahead(self) -> bool:
+        """Whether the look-ahead is computing (or about to)."""
+        return self._background is not None
 
     def _on_background_event(self, ev: Any) -> None:
         from .pipeline import Precomputed
@@ -201,8 +257,23 @@ class FolderMode:
             self._background.quit()
             self._background = None
 
+    def pause(self) -> None:
+        """The dock was hidden: write pending boxes, stop the look-ahead."""
+        self.paused = True
+        self.flush()
+        self.stop_background()
+
+    def resume(self) -> None:
+        """The dock is shown again: look ahead again if a run is done."""
+        self.paused = False
+        w = self.w
+        done = w.current_run is None and w.session.committed is not None
+        if done and self.index >= 0 and self._background is None:
+            self._start_background()
+
     def close(self) -> None:
-        """Flush, stop background work, stop listening to the widget."""
+        """Flush, stop background work, stop listening to the widget, let
+        go of the folder (the widget leaves folder mode)."""
         self.flush()
         self.stop_background()
         self._after_run = None
@@ -211,6 +282,27 @@ class FolderMode:
             (self.w.run_finished, self._on_run_finished),
         ):
             signal.disconnect(slot)
+        if _OPEN.get(self.key) is self:
+            del _OPEN[self.key]
+        if self.w.folder_mode is self:
+            self.w.folder_mode = None
+            if not self.w._closed:
+                for name in _NAVIGATION:
+                    self.w[name].enabled = False
+
+
+def full_range(data: np.ndarray, rgb: bool) -> tuple[float, float] | None:
+    """The contrast limits :func:`~napari_samboxes.image.to_rgb8` reads an
+    image file with (what the look-ahead caches); None for a constant
+    image (napari cannot show equal limits)."""
+    arr = data[..., :3] if rgb else data
+    if arr.dtype == np.uint8:
+        return (0.0, 255.0)
+    if arr.dtype.kind == "b":
+        return (0.0, 1.0)
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0, 0)
+    return (lo, hi) if hi > lo else None
 
 
 def _read(path: Path) -> np.ndarray:
@@ -232,6 +324,61 @@ def open_folder(self: SamBoxesWidget) -> None:
     except (OSError, ValueError) as e:
         self.folder_mode = None
         return self.notify(str(e), "error")
-    for name in ("prev_image", "next_image", "next_unannotated"):
+    for name in _NAVIGATION:
         self[name].enabled = True
     self.folder_mode.show(0)
+
+
+# -- the widget's life in the window ------------------------------------------
+class _DockWatcher(QObject):
+    """Hide, show and removal of the widget (see the module docstring)."""
+
+    def __init__(self, widget: SamBoxesWidget) -> None:
+        super().__init__(widget.native)
+        self.w = widget
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
+        kind, mode = event.type(), self.w.folder_mode
+        if kind == QEvent.Type.ParentChange and obj.parent() is None:
+            self.w.shutdown("the SAM boxes panel was closed")
+        elif mode is not None and not event.spontaneous():
+            if kind == QEvent.Type.Hide:
+                mode.pause()
+            elif kind == QEvent.Type.Show:
+                mode.resume()
+        return False
+
+
+def watch_dock(widget: SamBoxesWidget) -> None:
+    """Follow the widget's dock (hidden, shown, closed) and its deletion."""
+    widget.native.installEventFilter(_DockWatcher(widget))
+    widget.native.destroyed.connect(lambda *_: widget.shutdown())
+
+
+def wire_layer(widget: SamBoxesWidget, layer: Any, picks: bool) -> None:
+    """Send a picks or boxes layer's edits and keys to ``widget``, taking
+    the layer from the widget that had it (one owner per layer)."""
+    owner, slots = _WIRING.get(layer, (None, []))
+    if owner is widget:
+        return
+    _disconnect(layer, slots)
+    slots = _editing.layer_slots(widget, picks)
+    for name, slot in slots:
+        getattr(layer.events, name).connect(slot)
+    _keys.bind_layer(widget, layer, picks=picks)
+    _WIRING[layer] = (widget, slots)
+
+
+def _disconnect(layer: Any, slots: list[tuple[str, Any]]) -> None:
+    for name, slot in slots:
+        getattr(layer.events, name).disconnect(slot)
+
+
+def unwire_layers(widget: SamBoxesWidget) -> None:
+    """Let go of the layers ``widget`` owns (their edits reach it no more)."""
+    for role in ("picks", "boxes"):
+        layer: Any = widget.layers.get(role) if widget.layers is not None else None
+        owner, slots = _WIRING.get(layer, (None, [])) if layer else (None, [])
+        if owner is widget:
+            _disconnect(layer, slots)
+            del _WIRING[layer]

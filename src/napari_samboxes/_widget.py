@@ -7,6 +7,7 @@ made and drawn by :mod:`napari_samboxes._layers`.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from magicgui.widgets import Container
 from psygnal import Signal
 
 from . import _controls, _editing, _keys
-from ._folder import open_folder
+from ._folder import open_folder, unwire_layers, watch_dock, wire_layer
 from ._layers import LayerSet
 from ._preview import Preview
 from ._runner import CandidateRun
@@ -59,7 +60,8 @@ class SamBoxesWidget(Container):
         points_per_batch: int | None = None,
     ) -> None:
         super().__init__(labels=True)
-        self.viewer = viewer
+        # napari's plugin proxy makes new layer proxies per access: unwrap (``is``)
+        self.viewer = getattr(viewer, "__wrapped__", viewer)
         self.cache = cache if cache is not None else CandidateCache()
         self.session = Session(Settings(points_per_batch=points_per_batch))
         self.current_run: CandidateRun | None = None
@@ -103,7 +105,7 @@ class SamBoxesWidget(Container):
         layers.events.removed.connect(self._reset_images)
         layers.events.removed.connect(self._on_layer_removed)
         layers.selection.events.active.connect(self._on_active_layer)
-        self.native.destroyed.connect(self._on_closed)
+        watch_dock(self)
         _keys.bind_viewer(self)
 
     # -- controls ----------------------------------------------------------
@@ -170,23 +172,14 @@ class SamBoxesWidget(Container):
             return
         ls.show_candidates(s.candidates.boxes, s.slice_index)
         self.preview.apply_mode()
-        if ls.get("picks") is None or self.viewer.layers.selection.active is None:
-            self._picks()
-
-    def _picks(self) -> Any:
-        assert self.layers is not None
-        layer = self.layers.picks()
-        if not getattr(layer, "_samboxes_wired", False):
-            layer.events.data.connect(lambda e: _editing.on_picks_data(self, e))
-            _keys.bind_layer(self, layer, picks=True)
-            layer._samboxes_wired = True
-        return layer
+        new = ls.get("picks") is None or self.viewer.layers.selection.active is None
+        wire_layer(self, ls.picks(activate=new), picks=True)  # one owner per layer
 
     def apply(self, change: Change) -> Change:
         """Render a change of the boxes and say what it did."""
         if change.message:
             self.say(change.message)
-        if change.changed and self.layers is not None:
+        if change.changed and self.layers is not None and not self._closed:
             self.show_boxes(change.boxes)
             self.boxes_changed.emit(change.boxes)
         return change
@@ -198,10 +191,7 @@ class SamBoxesWidget(Container):
         try:
             layer = self.layers.show_boxes(boxes)
             layer.feature_defaults = self._hand_defaults()
-            if not getattr(layer, "_samboxes_wired", False):
-                _editing.wire_boxes(self, layer)
-                _keys.bind_layer(self, layer, picks=False)
-                layer._samboxes_wired = True
+            wire_layer(self, layer, picks=False)
         finally:
             self._syncing = False
 
@@ -266,12 +256,18 @@ class SamBoxesWidget(Container):
         if ls is not None and event.value is ls.image and self.current_run:
             self.current_run.stop(f"the image layer '{ls.image.name}' was removed")
 
-    def _on_closed(self, *args: Any) -> None:
+    def shutdown(self, reason: str = "the viewer was closed") -> None:
+        """Stop for good: pending boxes saved, runs stopped, layers let go."""
+        if self._closed:
+            return
         self._closed = True
         if self.folder_mode is not None:
             self.folder_mode.close()
         if self.current_run is not None:
-            self.current_run.stop("the viewer was closed")
+            self.current_run.stop(reason)
+        unwire_layers(self)
+        with contextlib.suppress(RuntimeError):  # Qt deleted it already
+            self.enabled = False  # its keys press disabled buttons
 
     def _on_cancel(self, event: Any = None) -> None:
         if self.current_run is not None:
