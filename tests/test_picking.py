@@ -229,6 +229,7 @@ def test_label_edits_made_in_napari_are_undoable_relabels(ran, qtbot):
     features table widget all reach the session; undo walks them back."""
     import pandas as pd
     from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
 
     viewer, widget = ran
     emitted = []
@@ -270,11 +271,14 @@ def test_label_edits_made_in_napari_are_undoable_relabels(ran, qtbot):
 
     # napari's features table writes the cell into layer.features in place
     # and emits no layer event: the plugin listens to the table's model
-    boxes.selected_data = set()
+    # the annotator selects the box on the canvas first, then opens the table
+    # (no selection change follows: the table is found when it is docked)
+    viewer.layers.selection.active = boxes
+    boxes.selected_data = {1}
     dock, table = viewer.window.add_plugin_dock_widget(
         "napari", "Features table widget"
     )
-    viewer.layers.selection.active = boxes
+    QApplication.processEvents()  # the user's next click comes after this
     table.toggle.setChecked(True)  # "editable"
     view = table.table
     horizontal = Qt.Orientation.Horizontal
@@ -295,6 +299,51 @@ def test_label_edits_made_in_napari_are_undoable_relabels(ran, qtbot):
         assert list(emitted[-1].labels) == want[0]
     widget.redo.native.click()
     assert labels_of(widget, boxes) == seen[1]
+
+
+def test_pasted_boxes_reach_the_session(ran, qtbot):
+    """napari's copy and paste announce the new shapes with ``features``
+    alone (no data event): they still become one undoable change, and a
+    later pick keeps them."""
+    viewer, widget = ran
+    c = widget.session.candidates
+    widget.box_label.value = "cat"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    boxes = viewer.layers["photo boxes"]
+    boxes.mode = "select"
+    boxes.selected_data = {0}
+    boxes._copy_data()  # what Ctrl+C / Ctrl+V call
+    boxes._paste_data()
+    qtbot.waitUntil(lambda: len(widget.session.boxes) == 2, timeout=TIMEOUT)
+    np.testing.assert_array_equal(
+        widget.session.boxes.xyxy[1], widget.session.boxes.xyxy[0]
+    )
+    click_pick(viewer, c.boxes[-1].reshape(2, 2))
+    assert len(boxes.data) == len(widget.session.boxes) == 3
+    widget.undo.native.click()
+    widget.undo.native.click()
+    assert len(boxes.data) == len(widget.session.boxes) == 1
+
+
+def test_a_reopened_widget_gets_the_label_edits(
+    ran, structured_ckpt, shared_cache, qtbot
+):
+    """After the dock's close button, a new widget owns the boxes layer:
+    napari's label edits reach it, not the closed one."""
+    viewer, first = ran
+    c = first.session.candidates
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    first.shutdown("closed by the test")
+    second = make_widget(viewer, structured_ckpt, shared_cache)
+    assert run_and_wait(second, qtbot) == "cached"
+    second.box_label.value = "cat"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    boxes = viewer.layers["photo boxes"]
+    df = boxes.features.copy()
+    df.loc[0, "label"] = "zebra"
+    boxes.features = df
+    assert second.session.boxes.labels[0] == "zebra"
+    assert "zebra" in second.box_label.choices
 
 
 def test_label_edit_in_napari_reaches_the_folder_csv(

@@ -182,6 +182,22 @@ def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
     action = getattr(getattr(event, "action", ""), "value", "")
     if self._syncing or action not in ("added", "removed", "changed"):
         return
+    _take_layer(self, f"boxes {action}")
+
+
+def _catch_up(self: SamBoxesWidget) -> None:
+    """Shapes napari added without a data event (a paste): one change."""
+    layer = self.layers.get("boxes") if self.layers is not None else None
+    if self._syncing or self._closed or layer is None:
+        return
+    if getattr(layer, "_is_creating", False):  # drawing: the data event follows
+        return
+    if len(layer.data) != len(self.session.boxes):
+        _take_layer(self, "boxes pasted")
+
+
+def _take_layer(self: SamBoxesWidget, what: str) -> None:
+    """The boxes layer as it is now becomes the session's boxes."""
     assert self.layers is not None
     from qtpy.QtCore import QTimer
 
@@ -191,7 +207,7 @@ def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
         self.notify(f"{e}; the edit is undone.", "warning")
         QTimer.singleShot(0, lambda: _resync(self))
         return
-    change = self.session.replace_all(new, f"boxes {action}")
+    change = self.session.replace_all(new, what)
     if change.changed:  # now, while this image is still the current one
         self.boxes_changed.emit(change.boxes)
     # redraw (whole pixels, class colours) once napari has finished
@@ -227,62 +243,131 @@ def layer_slots(
     """``(event name, handler)`` pairs that send a layer's edits to ``self``.
 
     Picks layer: data edits (:func:`on_picks_data`). Boxes layer: data edits
-    (:func:`on_boxes_data`), label edits (:func:`sync_labels`, on
-    ``features``), and ``highlight`` (the selection changes when a features
-    table row is clicked), which also finds features tables to listen to.
+    (:func:`on_boxes_data`) and label edits (:func:`sync_labels`, on
+    ``features``); napari's features tables are found when they are docked
+    in the window or take the keyboard focus (an edit needs it).
     ``_folder.wire_layer`` connects them, one owner per layer.
     """
     if picks:
         return [("data", lambda e: on_picks_data(self, e))]
+    _watch_focus()
+    _watch_feature_tables(self)
     return [
         ("data", lambda e: on_boxes_data(self, e)),
         ("features", lambda e: sync_labels(self)),
-        ("highlight", lambda e: _on_highlight(self)),
     ]
 
 
-def _on_highlight(self: SamBoxesWidget) -> None:
-    _watch_feature_tables(self)
-    sync_labels(self)
+_FOCUS_WATCHED = False
+
+
+def _watch_focus() -> None:
+    """Once per process: a features table that takes the focus is watched."""
+    global _FOCUS_WATCHED
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if _FOCUS_WATCHED or app is None:
+        return
+    app.focusChanged.connect(_on_focus)  # type: ignore[attr-defined]
+    _FOCUS_WATCHED = True
+
+
+def _on_focus(old: Any, new: Any) -> None:
+    w = new
+    while w is not None:
+        if type(w).__name__ == "FeaturesTable":
+            _watch_table(w)
+            return
+        w = w.parentWidget()
 
 
 def _watch_feature_tables(self: SamBoxesWidget) -> None:
-    """Listen to the models of napari's features tables in this window."""
-    from qtpy.QtCore import QTimer
-
+    """Watch the features tables open in this window, and those docked later."""
     window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
     if window is None or self._closed:
         return
+    from qtpy.QtCore import QObject
+
+    _scan(window)
+    if window.findChild(QObject, _DOCK_WATCH) is None:
+        window.installEventFilter(_dock_watcher(window))
+
+
+_DOCK_WATCH = "samboxes-dock-watch"
+
+
+def _scan(window: Any) -> None:
     from qtpy.QtWidgets import QWidget
 
     for table in window.findChildren(QWidget):
-        if type(table).__name__ != "FeaturesTable":
-            continue
-        try:
-            model = table.table.model().sourceModel()
-        except AttributeError:  # another napari's table
-            continue
-        if getattr(model, "_samboxes_watched", False):
-            continue
-        # the table writes the layer in its own slot: read it afterwards
-        model.dataChanged.connect(
-            lambda *_: QTimer.singleShot(0, lambda: sync_labels(self))
-        )
-        model._samboxes_watched = True
+        if type(table).__name__ == "FeaturesTable":
+            _watch_table(table)
+
+
+def _dock_watcher(window: Any) -> Any:
+    """A child of ``window`` that scans it again after a child is added."""
+    from qtpy.QtCore import QEvent, QObject, QTimer
+
+    class DockWatcher(QObject):
+        pending = False
+
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802
+            if event.type() == QEvent.Type.ChildAdded and not self.pending:
+                self.pending = True
+                QTimer.singleShot(0, self.rescan)
+            return False
+
+        def rescan(self) -> None:
+            self.pending = False
+            _scan(window)
+
+    watcher = DockWatcher(window)
+    watcher.setObjectName(_DOCK_WATCH)
+    return watcher
+
+
+def _watch_table(table: Any) -> None:
+    """Edits in ``table`` reach whichever widget owns the edited layer."""
+    from qtpy.QtCore import QTimer
+
+    try:
+        model = table.table.model().sourceModel()
+    except AttributeError:  # another napari's table
+        return
+    if getattr(model, "_samboxes_watched", False):
+        return
+    # the table writes the layer in its own slot: read it afterwards
+    model.dataChanged.connect(lambda *_: QTimer.singleShot(0, _sync_owners))
+    model._samboxes_watched = True
+
+
+def _sync_owners() -> None:
+    from ._folder import owners
+
+    for widget in owners():
+        sync_labels(widget)
 
 
 def sync_labels(self: SamBoxesWidget) -> Change | None:
     """Labels in the boxes layer that differ from the session's become one
     undoable relabel; labels that are no class yet join the class list.
 
-    Does nothing while the layer's shapes differ in number from the
-    session's boxes (a data edit, handled by :func:`on_boxes_data`).
+    While the layer's shapes differ in number from the session's boxes
+    (a data edit, handled by :func:`on_boxes_data`, or a paste, which
+    napari announces with ``features`` alone) it leaves the work to
+    :func:`_catch_up`.
     """
     if self._syncing or self._closed or self.layers is None:
         return None
     labels = self.layers.read_labels()
     old = self.session.boxes
-    if labels is None or len(labels) != len(old):
+    if labels is None:
+        return None
+    if len(labels) != len(old):  # a paste emits only ``features``
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: _catch_up(self))
         return None
     changed = [i for i, label in enumerate(labels) if label != old.labels[i]]
     if not changed:

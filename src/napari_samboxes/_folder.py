@@ -374,6 +374,12 @@ def _disconnect(layer: Any, slots: list[tuple[str, Any]]) -> None:
         getattr(layer.events, name).disconnect(slot)
 
 
+def owners() -> list[SamBoxesWidget]:
+    """The open widgets that own a layer (whose edits reach them)."""
+    seen = dict.fromkeys(w for w, _ in _WIRING.values() if not w._closed)
+    return list(seen)
+
+
 def unwire_layers(widget: SamBoxesWidget) -> None:
     """Let go of the layers ``widget`` owns (their edits reach it no more)."""
     for role in ("picks", "boxes"):
