@@ -295,13 +295,9 @@ def full_range(data: np.ndarray, rgb: bool) -> tuple[float, float] | None:
     """The contrast limits :func:`~napari_samboxes.image.to_rgb8` reads an
     image file with (what the look-ahead caches); None for a constant
     image (napari cannot show equal limits)."""
-    arr = data[..., :3] if rgb else data
-    if arr.dtype == np.uint8:
-        return (0.0, 255.0)
-    if arr.dtype.kind == "b":
-        return (0.0, 1.0)
-    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0, 0)
+    from .image import default_limits
+
+    lo, hi = default_limits(data[..., :3] if rgb else data)
     return (lo, hi) if hi > lo else None
 
 

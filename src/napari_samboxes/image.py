@@ -16,6 +16,7 @@ __all__ = [
     "MAX_LEVEL_SIDE",
     "MIN_SIDE",
     "ImageError",
+    "default_limits",
     "Plane",
     "extract_plane",
     "to_rgb8",
@@ -37,6 +38,23 @@ def _is_color(arr: np.ndarray, rgb: bool | None) -> bool:
     return arr.ndim == 3 and arr.shape[-1] in (3, 4)
 
 
+def default_limits(arr: np.ndarray) -> tuple[float, float]:
+    """The contrast limits :func:`to_rgb8` uses when given none.
+
+    0..255 for uint8, 0..1 for bool, else the finite minimum and maximum
+    (0..1 when no value is finite). ``arr`` holds the channels to map
+    (alpha already dropped).
+    """
+    if arr.dtype == np.uint8:
+        return (0.0, 255.0)
+    if arr.dtype.kind == "b":
+        return (0.0, 1.0)
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+    if finite.size == 0:
+        return (0.0, 1.0)
+    return (float(finite.min()), float(finite.max()))
+
+
 def to_rgb8(
     data: np.ndarray,
     contrast_limits: Sequence[float] | None = None,
@@ -51,8 +69,9 @@ def to_rgb8(
         is dropped). Any real dtype, bool included; NaN and -inf map to
         the lower limit (black), +inf to the upper one (white).
     contrast_limits : (float, float), optional
-        Values mapped to 0 and 255 (clipped). Default: 0..255 for uint8,
-        0..1 for bool, else the finite minimum and maximum of the data.
+        Values mapped to 0 and 255 (clipped). Default:
+        :func:`default_limits` (0..255 for uint8, 0..1 for bool, else the
+        finite minimum and maximum of the data).
     rgb : bool, optional
         Whether the last axis holds colour channels; guessed from the shape
         when None.
@@ -95,17 +114,13 @@ def to_rgb8(
     if arr.dtype == np.uint8 and identity:
         out = arr  # already 8-bit with the identity mapping: no conversion
     else:
+        lo, hi = (
+            default_limits(arr)
+            if contrast_limits is None
+            else (float(v) for v in contrast_limits)
+        )
         if arr.dtype.kind == "b":
             arr = arr.astype(np.uint8)
-            lo, hi = (0.0, 1.0) if contrast_limits is None else contrast_limits
-        elif contrast_limits is None:
-            finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
-            if finite.size == 0:
-                lo, hi = 0.0, 1.0
-            else:
-                lo, hi = float(finite.min()), float(finite.max())
-        else:
-            lo, hi = (float(v) for v in contrast_limits)
         f = arr.astype(np.float64)
         if hi <= lo:
             f = np.where(f > lo, 255.0, 0.0)
