@@ -346,6 +346,39 @@ def test_a_reopened_widget_gets_the_label_edits(
     assert "zebra" in second.box_label.choices
 
 
+def test_edits_in_another_images_boxes_layer_are_kept(ran, qtbot):
+    """Layer mode: after a run on a second image, a delete and a relabel in
+    the first image's boxes layer go to the first image's boxes; showing
+    that image again keeps them."""
+    viewer, widget = ran
+    c = widget.session.candidates
+    widget.box_label.value = "cat"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    click_pick(viewer, c.boxes[-1].reshape(2, 2))
+    first = viewer.layers["photo boxes"]
+    second_image = viewer.add_image(viewer.layers["photo"].data, name="other", rgb=True)
+    widget.image.value = second_image
+    assert run_and_wait(widget, qtbot) == "cached"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    assert len(viewer.layers["other boxes"].data) == 1
+
+    df = first.features.copy()
+    df.loc[1, "label"] = "dog"
+    first.features = df
+    first.selected_data = {0}
+    first.remove_selected()
+    assert list(first.features["label"]) == ["dog"]
+    assert widget.session.boxes.labels == ("cat",)  # the current image's
+
+    widget.image.value = viewer.layers["photo"]
+    assert run_and_wait(widget, qtbot) == "cached"
+    assert widget.session.boxes.labels == ("dog",)
+    assert list(viewer.layers["photo boxes"].features["label"]) == ["dog"]
+    widget.undo.native.click()  # the delete, then the relabel, undone
+    widget.undo.native.click()
+    assert widget.session.boxes.labels == ("cat", "cat")
+
+
 def test_label_edit_in_napari_reaches_the_folder_csv(
     make_napari_viewer, tmp_path, photo, structured_ckpt, shared_cache, qtbot
 ):

@@ -19,14 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "INLINE_PROMPT_S",
-    "layer_slots",
     "on_boxes_data",
     "on_picks_data",
     "on_relabel",
     "on_tighten",
     "pick",
     "prompt_fallback",
-    "sync_labels",
 ]
 
 #: A prompt runs on the UI thread when the last one on the device took less
@@ -185,17 +183,6 @@ def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
     _take_layer(self, f"boxes {action}")
 
 
-def _catch_up(self: SamBoxesWidget) -> None:
-    """Shapes napari added without a data event (a paste): one change."""
-    layer = self.layers.get("boxes") if self.layers is not None else None
-    if self._syncing or self._closed or layer is None:
-        return
-    if getattr(layer, "_is_creating", False):  # drawing: the data event follows
-        return
-    if len(layer.data) != len(self.session.boxes):
-        _take_layer(self, "boxes pasted")
-
-
 def _take_layer(self: SamBoxesWidget, what: str) -> None:
     """The boxes layer as it is now becomes the session's boxes."""
     assert self.layers is not None
@@ -226,158 +213,3 @@ def on_relabel(self: SamBoxesWidget, event: Any = None) -> None:
     if not chosen:
         return self.notify("select boxes in the boxes layer to relabel them.")
     self.apply(self.session.relabel(chosen, str(self.box_label.value)))
-
-
-# -- labels changed through napari ------------------------------------------
-# napari changes the ``label`` feature of the boxes layer in three ways:
-# ``layer.features = df`` and ``layer.current_properties = ...`` (with
-# shapes selected) emit ``events.features``; code that edits
-# ``layer.features`` in place may emit it by hand; napari's features table
-# widget writes an edited cell into ``layer.features`` in place and emits
-# no layer event at all, only its Qt model's ``dataChanged``.
-
-
-def layer_slots(
-    self: SamBoxesWidget, picks: bool
-) -> list[tuple[str, Callable[[Any], Any]]]:
-    """``(event name, handler)`` pairs that send a layer's edits to ``self``.
-
-    Picks layer: data edits (:func:`on_picks_data`). Boxes layer: data edits
-    (:func:`on_boxes_data`) and label edits (:func:`sync_labels`, on
-    ``features``); napari's features tables are found when they are docked
-    in the window or take the keyboard focus (an edit needs it).
-    ``_folder.wire_layer`` connects them, one owner per layer.
-    """
-    if picks:
-        return [("data", lambda e: on_picks_data(self, e))]
-    _watch_focus()
-    _watch_feature_tables(self)
-    return [
-        ("data", lambda e: on_boxes_data(self, e)),
-        ("features", lambda e: sync_labels(self)),
-    ]
-
-
-_FOCUS_WATCHED = False
-
-
-def _watch_focus() -> None:
-    """Once per process: a features table that takes the focus is watched."""
-    global _FOCUS_WATCHED
-    from qtpy.QtWidgets import QApplication
-
-    app = QApplication.instance()
-    if _FOCUS_WATCHED or app is None:
-        return
-    app.focusChanged.connect(_on_focus)  # type: ignore[attr-defined]
-    _FOCUS_WATCHED = True
-
-
-def _on_focus(old: Any, new: Any) -> None:
-    w = new
-    while w is not None:
-        if type(w).__name__ == "FeaturesTable":
-            _watch_table(w)
-            return
-        w = w.parentWidget()
-
-
-def _watch_feature_tables(self: SamBoxesWidget) -> None:
-    """Watch the features tables open in this window, and those docked later."""
-    window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-    if window is None or self._closed:
-        return
-    from qtpy.QtCore import QObject
-
-    _scan(window)
-    if window.findChild(QObject, _DOCK_WATCH) is None:
-        window.installEventFilter(_dock_watcher(window))
-
-
-_DOCK_WATCH = "samboxes-dock-watch"
-
-
-def _scan(window: Any) -> None:
-    from qtpy.QtWidgets import QWidget
-
-    for table in window.findChildren(QWidget):
-        if type(table).__name__ == "FeaturesTable":
-            _watch_table(table)
-
-
-def _dock_watcher(window: Any) -> Any:
-    """A child of ``window`` that scans it again after a child is added."""
-    from qtpy.QtCore import QEvent, QObject, QTimer
-
-    class DockWatcher(QObject):
-        pending = False
-
-        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802
-            if event.type() == QEvent.Type.ChildAdded and not self.pending:
-                self.pending = True
-                QTimer.singleShot(0, self.rescan)
-            return False
-
-        def rescan(self) -> None:
-            self.pending = False
-            _scan(window)
-
-    watcher = DockWatcher(window)
-    watcher.setObjectName(_DOCK_WATCH)
-    return watcher
-
-
-def _watch_table(table: Any) -> None:
-    """Edits in ``table`` reach whichever widget owns the edited layer."""
-    from qtpy.QtCore import QTimer
-
-    try:
-        model = table.table.model().sourceModel()
-    except AttributeError:  # another napari's table
-        return
-    if getattr(model, "_samboxes_watched", False):
-        return
-    # the table writes the layer in its own slot: read it afterwards
-    model.dataChanged.connect(lambda *_: QTimer.singleShot(0, _sync_owners))
-    model._samboxes_watched = True
-
-
-def _sync_owners() -> None:
-    from ._folder import owners
-
-    for widget in owners():
-        sync_labels(widget)
-
-
-def sync_labels(self: SamBoxesWidget) -> Change | None:
-    """Labels in the boxes layer that differ from the session's become one
-    undoable relabel; labels that are no class yet join the class list.
-
-    While the layer's shapes differ in number from the session's boxes
-    (a data edit, handled by :func:`on_boxes_data`, or a paste, which
-    napari announces with ``features`` alone) it leaves the work to
-    :func:`_catch_up`.
-    """
-    if self._syncing or self._closed or self.layers is None:
-        return None
-    labels = self.layers.read_labels()
-    old = self.session.boxes
-    if labels is None:
-        return None
-    if len(labels) != len(old):  # a paste emits only ``features``
-        from qtpy.QtCore import QTimer
-
-        QTimer.singleShot(0, lambda: _catch_up(self))
-        return None
-    changed = [i for i, label in enumerate(labels) if label != old.labels[i]]
-    if not changed:
-        return None
-    names = list(dict.fromkeys(labels[i] for i in changed))
-    self.box_label.add_classes(names)
-    if len(names) == 1:
-        return self.apply(self.session.relabel(changed, names[0]))
-    new = old
-    for name in names:
-        new = new.relabeled([i for i in changed if labels[i] == name], name)
-    msg = f"{len(changed)} box(es) relabelled"
-    return self.apply(self.session.replace_all(new, msg))

@@ -30,7 +30,7 @@ import numpy as np
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QApplication
 
-from . import _editing, _keys
+from . import _keys, _sync
 from ._layers import LayerSet
 from .boxes import Boxes
 from .dataset import Dataset, read_classes
@@ -358,7 +358,7 @@ def wire_layer(widget: SamBoxesWidget, layer: Any, picks: bool) -> None:
     if owner is widget:
         return
     _disconnect(layer, slots)
-    slots = _editing.layer_slots(widget, picks)
+    slots = _sync.layer_slots(widget, picks)
     for name, slot in slots:
         getattr(layer.events, name).connect(slot)
     _keys.bind_layer(widget, layer, picks=picks)
@@ -370,10 +370,13 @@ def _disconnect(layer: Any, slots: list[tuple[str, Any]]) -> None:
         getattr(layer.events, name).disconnect(slot)
 
 
-def owners() -> list[SamBoxesWidget]:
-    """The open widgets that own a layer (whose edits reach them)."""
-    seen = dict.fromkeys(w for w, _ in _WIRING.values() if not w._closed)
-    return list(seen)
+def owned_boxes() -> list[tuple[SamBoxesWidget, Any]]:
+    """(widget, boxes layer) of every boxes layer an open widget owns."""
+    return [
+        (w, layer)
+        for layer, (w, slots) in list(_WIRING.items())
+        if not w._closed and len(slots) > 1  # a boxes layer (data, features)
+    ]
 
 
 def unwire_layers(widget: SamBoxesWidget) -> None:

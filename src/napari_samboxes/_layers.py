@@ -19,7 +19,7 @@ from .geometry import boxes_from_shapes, shapes_from_boxes
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["BOX_STYLE", "CANDIDATE_STYLE", "LayerSet", "class_colour"]
+__all__ = ["BOX_STYLE", "CANDIDATE_STYLE", "LayerSet", "class_colour", "layer_key"]
 
 CANDIDATE_STYLE: dict[str, Any] = {
     "shape_type": "rectangle",
@@ -50,6 +50,11 @@ _PALETTE = (
     "#BEBADA",
     "#FB8072",
 )
+
+
+def layer_key(image: Any) -> str:
+    """The session's key for the boxes of an image layer (layer mode)."""
+    return f"layer:{image.unique_id}"
 
 
 def class_colour(index: int) -> str:

@@ -17,7 +17,7 @@ from psygnal import Signal
 
 from . import _controls, _editing, _keys
 from ._folder import open_folder, unwire_layers, watch_dock, wire_layer
-from ._layers import LayerSet
+from ._layers import LayerSet, layer_key
 from ._preview import Preview
 from ._runner import CandidateRun
 from .boxes import Boxes
@@ -156,7 +156,7 @@ class SamBoxesWidget(Container):
     def _layers_for(self, image: Any) -> LayerSet:
         if self.layers is None or self.layers.image is not image:
             self.layers = LayerSet(self.viewer, image, image.name)
-            self.session.show_image(f"layer:{image.unique_id}")
+            self.session.show_image(layer_key(image))
         return self.layers
 
     def render_candidates(self) -> None:
