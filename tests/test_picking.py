@@ -272,14 +272,16 @@ def test_label_edits_made_in_napari_are_undoable_relabels(ran, qtbot):
     # napari's features table writes the cell into layer.features in place
     # and emits no layer event: the plugin listens to the table's model
     # the annotator selects the box on the canvas first, then opens the table
-    # (no selection change follows: the table is found when it is docked)
+    # (no selection change follows: the table is found when it takes the
+    # focus, as a click into a cell gives it; a hidden test window gets no
+    # focus, so Qt's signal is sent as Qt would)
     viewer.layers.selection.active = boxes
     boxes.selected_data = {1}
     dock, table = viewer.window.add_plugin_dock_widget(
         "napari", "Features table widget"
     )
-    QApplication.processEvents()  # the user's next click comes after this
     table.toggle.setChecked(True)  # "editable"
+    QApplication.instance().focusChanged.emit(None, table.table)
     view = table.table
     horizontal = Qt.Orientation.Horizontal
     col = [view.model().headerData(i, horizontal) for i in range(4)]

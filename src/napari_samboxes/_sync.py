@@ -37,8 +37,11 @@ def layer_slots(
 
     Picks layer: data edits (:func:`on_picks_data`). Boxes layer: data edits
     (:func:`on_boxes_data`) and label edits (:func:`sync_labels`, on
-    ``features``); napari's features tables are found when they are docked
-    in the window or take the keyboard focus (an edit needs it).
+    ``features``); napari's features tables are found when a boxes layer
+    is wired and when they take the keyboard focus (an edit needs it: a
+    click or Tab into a cell gives it). No event filter on napari's window:
+    one there stops napari's close from deleting the plugin's dock widget at
+    once, which the flush on close relies on.
     ``_folder.wire_layer`` connects them, one owner per layer.
     """
     if picks:
@@ -107,48 +110,16 @@ def _on_focus(old: Any, new: Any) -> None:
 
 
 def _watch_feature_tables(self: SamBoxesWidget) -> None:
-    """Watch the features tables open in this window, and those docked later."""
+    """Watch the features tables already open in this window (those opened
+    later are found when they take the focus)."""
     window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
     if window is None or self._closed:
         return
-    from qtpy.QtCore import QObject
-
-    _scan(window)
-    if window.findChild(QObject, _DOCK_WATCH) is None:
-        window.installEventFilter(_dock_watcher(window))
-
-
-_DOCK_WATCH = "samboxes-dock-watch"
-
-
-def _scan(window: Any) -> None:
     from qtpy.QtWidgets import QWidget
 
     for table in window.findChildren(QWidget):
         if type(table).__name__ == "FeaturesTable":
             _watch_table(table)
-
-
-def _dock_watcher(window: Any) -> Any:
-    """A child of ``window`` that scans it again after a child is added."""
-    from qtpy.QtCore import QEvent, QObject, QTimer
-
-    class DockWatcher(QObject):
-        pending = False
-
-        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802
-            if event.type() == QEvent.Type.ChildAdded and not self.pending:
-                self.pending = True
-                QTimer.singleShot(0, self.rescan)
-            return False
-
-        def rescan(self) -> None:
-            self.pending = False
-            _scan(window)
-
-    watcher = DockWatcher(window)
-    watcher.setObjectName(_DOCK_WATCH)
-    return watcher
 
 
 def _watch_table(table: Any) -> None:
