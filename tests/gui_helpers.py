@@ -22,6 +22,14 @@ def make_widget(viewer, ckpt, cache_dir, pps=4, points_per_batch=4):
     return widget
 
 
+def photo_run(viewer, photo, ckpt, cache_dir, qtbot):
+    """``photo`` as layer 'photo', a docked widget, a finished run on it."""
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = make_widget(viewer, ckpt, cache_dir)
+    assert run_and_wait(widget, qtbot) in ("done", "cached")
+    return viewer, widget
+
+
 def run_and_wait(widget, qtbot, press=None):
     """Press Run (or call ``press``) and wait for the run's outcome."""
     outcomes = []

@@ -15,6 +15,7 @@ from gui_helpers import (
     layer_boxes,
     make_widget,
     notes,
+    photo_run,
     press_key,
     run_and_wait,
 )
@@ -31,11 +32,7 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture
 def ran(make_napari_viewer, photo, structured_ckpt, shared_cache, qtbot):
-    viewer = make_napari_viewer()
-    viewer.add_image(photo, name="photo", rgb=True)
-    widget = make_widget(viewer, structured_ckpt, shared_cache)
-    assert run_and_wait(widget, qtbot) in ("done", "cached")
-    return viewer, widget
+    return photo_run(make_napari_viewer(), photo, structured_ckpt, shared_cache, qtbot)
 
 
 def nested(c):

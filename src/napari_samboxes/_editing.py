@@ -178,7 +178,7 @@ def on_tighten(self: SamBoxesWidget, event: Any = None) -> None:
 def on_boxes_data(self: SamBoxesWidget, event: Any = None) -> None:
     """A napari edit of the boxes layer becomes one undoable change."""
     action = getattr(getattr(event, "action", ""), "value", "")
-    if self._syncing or action not in ("added", "removed", "changed"):
+    if self._closed or self._syncing or action not in ("added", "removed", "changed"):
         return
     _take_layer(self, f"boxes {action}")
 
@@ -188,20 +188,24 @@ def _take_layer(self: SamBoxesWidget, what: str) -> None:
     assert self.layers is not None
     from qtpy.QtCore import QTimer
 
+    from ._sync import later_on
+
     try:
         new = self.layers.read_boxes(self._hand_defaults())
     except ValueError as e:  # a shape that is no box (NaN, several slices)
         self.notify(f"{e}; the edit is undone.", "warning")
-        QTimer.singleShot(0, lambda: _resync(self))
+        QTimer.singleShot(0, later_on(self, lambda: _resync(self)))
         return
     change = self.session.replace_all(new, what)
     if change.changed:  # now, while this image is still the current one
         self.boxes_changed.emit(change.boxes)
     # redraw (whole pixels, class colours) once napari has finished
-    QTimer.singleShot(0, lambda: _resync(self))
+    QTimer.singleShot(0, later_on(self, lambda: _resync(self)))
 
 
 def _resync(self: SamBoxesWidget) -> None:
+    if self._closed:
+        return
     if self.layers is not None and self.layers.get("boxes") is not None:
         self.show_boxes(self.session.boxes)
 

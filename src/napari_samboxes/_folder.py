@@ -354,6 +354,8 @@ def watch_dock(widget: SamBoxesWidget) -> None:
 def wire_layer(widget: SamBoxesWidget, layer: Any, picks: bool) -> None:
     """Send a picks or boxes layer's edits and keys to ``widget``, taking
     the layer from the widget that had it (one owner per layer)."""
+    if not picks:
+        _sync.note_shown(widget, layer)
     owner, slots = _WIRING.get(layer, (None, []))
     if owner is widget:
         return
@@ -381,9 +383,7 @@ def owned_boxes() -> list[tuple[SamBoxesWidget, Any]]:
 
 def unwire_layers(widget: SamBoxesWidget) -> None:
     """Let go of the layers ``widget`` owns (their edits reach it no more)."""
-    for role in ("picks", "boxes"):
-        layer: Any = widget.layers.get(role) if widget.layers is not None else None
-        owner, slots = _WIRING.get(layer, (None, [])) if layer else (None, [])
+    for layer, (owner, slots) in list(_WIRING.items()):
         if owner is widget:
             _disconnect(layer, slots)
             del _WIRING[layer]

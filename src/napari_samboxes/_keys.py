@@ -85,8 +85,16 @@ def _bind(target: Any, keys: dict[str, Callable[[], Any]]) -> None:
 
 
 def bind_layer(w: SamBoxesWidget, layer: Any, picks: bool) -> None:
-    """Bind the plugin's keys on one of its layers."""
-    _bind(layer, _undo_keys(w) | (_picks_keys(w) if picks else {}))
+    """Bind the plugin's keys on one of its layers (undo and redo in a
+    boxes layer act on the image it shows, which may not be the current)."""
+    keys = _undo_keys(w)
+    if picks:
+        keys |= _picks_keys(w)
+    else:
+        from ._sync import on_layer
+
+        keys = {k: partial(on_layer, w, layer, act) for k, act in keys.items()}
+    _bind(layer, keys)
 
 
 def bind_viewer(w: SamBoxesWidget) -> None:

@@ -9,6 +9,7 @@ the widget's current one (layer mode). ``_folder.wire_layer`` connects
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from .session import Change
 if TYPE_CHECKING:  # pragma: no cover
     from ._widget import SamBoxesWidget
 
-__all__ = ["layer_slots", "sync_labels"]
+__all__ = ["later_on", "layer_slots", "note_shown", "on_layer", "sync_labels"]
 
 
 # napari changes the ``label`` feature of the boxes layer in three ways:
@@ -49,40 +50,50 @@ def layer_slots(
     _watch_focus()
     _watch_feature_tables(self)
     return [
-        ("data", lambda e: _on_layer(self, e.source, lambda: on_boxes_data(self, e))),
-        ("features", lambda e: _on_layer(self, e.source, lambda: sync_labels(self))),
+        ("data", lambda e: on_layer(self, e.source, lambda: on_boxes_data(self, e))),
+        ("features", lambda e: on_layer(self, e.source, lambda: sync_labels(self))),
     ]
 
 
-def _on_layer(self: SamBoxesWidget, layer: Any, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on ``layer``'s image: in layer mode an edit in the boxes
-    layer of another image than the widget's current one goes to that
-    image's boxes (not lost, not reverted when that image is shown again).
+def on_layer(self: SamBoxesWidget, layer: Any, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on the image ``layer`` last showed: an edit in the boxes
+    layer of another image than the widget's current one (layer mode, or
+    the folder's layer after a run on another image layer) goes to that
+    image's boxes, is autosaved under its key, and is not reverted when
+    that image is shown again.
     """
-    from ._layers import LayerSet, layer_key
-
     ls = self.layers
     if ls is None or layer is None or layer is ls.get("boxes"):
         return fn()
-    from napari.layers import Image
-
-    images = [
-        la
-        for la in self.viewer.layers
-        if isinstance(la, Image)
-        and LayerSet(self.viewer, la, la.name).name("boxes") == layer.name
-    ]
-    if not images:
-        return None
-    key = self.session.image_key
-    self.layers = LayerSet(self.viewer, images[0], images[0].name)
-    self.layers.classes = ls.classes
-    self.session.show_image(layer_key(images[0]))
+    shown = _SHOWN.get(layer)
+    if shown is None or shown[0] is not self:
+        return None  # not a layer this widget showed boxes in
+    _, other, key = shown
+    current = self.session.image_key
+    self.layers = other
+    self.session.show_image(key)
     try:
         return fn()
     finally:
         self.layers = ls
-        self.session.show_image(key)
+        self.session.show_image(current)
+
+
+def later_on(self: SamBoxesWidget, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` for a timer: it runs on the image that is current now."""
+    layer = self.layers.get("boxes") if self.layers is not None else None
+    return lambda: on_layer(self, layer, fn)
+
+
+#: boxes layer -> (widget, LayerSet, session key) of its last render
+_SHOWN: weakref.WeakKeyDictionary[Any, tuple[Any, Any, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def note_shown(self: SamBoxesWidget, layer: Any) -> None:
+    """Remember which image's boxes ``layer`` now shows (``show_boxes``)."""
+    _SHOWN[layer] = (self, self.layers, self.session.image_key)
 
 
 _FOCUS_WATCHED = False
@@ -141,7 +152,7 @@ def _sync_owners() -> None:
     from ._folder import owned_boxes
 
     for widget, layer in owned_boxes():
-        _on_layer(widget, layer, partial(sync_labels, widget))
+        on_layer(widget, layer, partial(sync_labels, widget))
 
 
 def sync_labels(self: SamBoxesWidget) -> Change | None:
@@ -162,7 +173,7 @@ def sync_labels(self: SamBoxesWidget) -> Change | None:
     if len(labels) != len(old):  # a paste emits only ``features``
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, lambda: _catch_up(self))
+        QTimer.singleShot(0, later_on(self, lambda: _catch_up(self)))
         return None
     changed = [i for i, label in enumerate(labels) if label != old.labels[i]]
     if not changed:

@@ -7,7 +7,6 @@ made and drawn by :mod:`napari_samboxes._layers`.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +14,8 @@ import numpy as np
 from magicgui.widgets import Container
 from psygnal import Signal
 
-from . import _controls, _editing, _keys
-from ._folder import open_folder, unwire_layers, watch_dock, wire_layer
+from . import _controls, _editing, _keys, _lifecycle
+from ._folder import open_folder, watch_dock, wire_layer
 from ._layers import LayerSet, layer_key
 from ._preview import Preview
 from ._runner import CandidateRun
@@ -156,7 +155,7 @@ class SamBoxesWidget(Container):
     def _layers_for(self, image: Any) -> LayerSet:
         if self.layers is None or self.layers.image is not image:
             self.layers = LayerSet(self.viewer, image, image.name)
-            self.session.show_image(layer_key(image))
+            self.session.show_image(layer_key(image), _lifecycle.layer_boxes(self))
         return self.layers
 
     def render_candidates(self) -> None:
@@ -258,16 +257,7 @@ class SamBoxesWidget(Container):
 
     def shutdown(self, reason: str = "the viewer was closed") -> None:
         """Stop for good: pending boxes saved, runs stopped, layers let go."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.folder_mode is not None:
-            self.folder_mode.close()
-        if self.current_run is not None:
-            self.current_run.stop(reason)
-        unwire_layers(self)
-        with contextlib.suppress(RuntimeError):  # Qt deleted it already
-            self.enabled = False  # its keys press disabled buttons
+        _lifecycle.shutdown(self, reason)
 
     def _on_cancel(self, event: Any = None) -> None:
         if self.current_run is not None:
