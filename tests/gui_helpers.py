@@ -92,3 +92,32 @@ def cancel_mid_run(widget, qtbot, go):
         go.set()
 
     return press
+
+
+def child_pick_script(widget_line, ckpt, folder, then):
+    """A child-process script: a hidden viewer, the widget (``widget_line``,
+    one line, binds ``w``), ``folder`` opened at a 2 x 2 grid, one pick of
+    the smallest candidate, then the lines ``then`` (which see ``app``,
+    ``w`` and the box ``x0, y0, x1, y1``)."""
+    import textwrap
+
+    head = textwrap.dedent(
+        f"""
+        import os, sys, time
+        import numpy as np
+        import napari
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QApplication
+        viewer = napari.Viewer(show=False)
+        {{widget_line}}
+        w.checkpoint.value = {str(ckpt)!r}
+        w.points_per_side.value = 2
+        w.folder.value = {str(folder)!r}
+        app = QApplication.instance()
+        while w.current_run is not None or len(w.session.candidates) == 0:
+            app.processEvents(); time.sleep(0.01)
+        x0, y0, x1, y1 = w.session.candidates.boxes[0]
+        w.pick(np.array([[y0, x0], [y1, x1]], float))
+        """
+    )
+    return head.replace("{widget_line}", widget_line) + textwrap.dedent(then)

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
+from gui_helpers import child_pick_script
 from napari_samboxes._widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 from napari_samboxes.dataset import Dataset
@@ -149,31 +149,19 @@ def test_folder_session_end_to_end(
 
 
 def test_sigkill_right_after_a_pick_loses_nothing(folder, structured_ckpt, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import os, sys, time
-        import numpy as np
-        import napari
-        from qtpy.QtWidgets import QApplication
-        from napari_samboxes._widget import SamBoxesWidget
-        from napari_samboxes.cache import CandidateCache
-        viewer = napari.Viewer(show=False)
-        w = SamBoxesWidget(viewer, cache=CandidateCache({str(tmp_path / "c")!r}))
-        w.checkpoint.value = {str(structured_ckpt)!r}
-        w.points_per_side.value = 2
-        w.folder.value = {str(folder)!r}
-        app = QApplication.instance()
-        while w.current_run is not None or len(w.session.candidates) == 0:
-            app.processEvents(); time.sleep(0.01)
-        x0, y0, x1, y1 = w.session.candidates.boxes[0]
-        w.pick(np.array([[y0, x0], [y1, x1]], float))
+    widget = (
+        "from napari_samboxes._widget import SamBoxesWidget; "
+        "from napari_samboxes.cache import CandidateCache; "
+        f"w = SamBoxesWidget(viewer, cache=CandidateCache({str(tmp_path / 'c')!r}))"
+    )
+    then = """
         t = time.time()
         while time.time() - t < 1.0:
             app.processEvents(); time.sleep(0.01)
         print("PICKED", x0, y0, x1, y1, flush=True)
         time.sleep(60)
         """
-    )
+    script = child_pick_script(widget, structured_ckpt, folder, then)
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env

@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from gui_helpers import TIMEOUT, make_widget
+from gui_helpers import TIMEOUT, child_pick_script, make_widget
 from napari_samboxes.formats.boxtable import read_box_table
 
 PLUGIN = "napari-samboxes"
@@ -151,30 +150,15 @@ def test_closing_the_viewer_saves_pending_boxes(
 def test_quitting_the_application_saves_pending_boxes(
     folder, structured_ckpt, tmp_path
 ):
-    script = textwrap.dedent(
-        f"""
-        import os, time
-        import numpy as np
-        import napari
-        from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QApplication
-        viewer = napari.Viewer(show=False)
-        _, w = viewer.window.add_plugin_dock_widget("napari-samboxes")
-        w.checkpoint.value = {str(structured_ckpt)!r}
-        w.points_per_side.value = 2
-        w.folder.value = {str(folder)!r}
-        app = QApplication.instance()
-        while w.current_run is not None or len(w.session.candidates) == 0:
-            app.processEvents(); time.sleep(0.01)
-        x0, y0, x1, y1 = w.session.candidates.boxes[0]
-        w.pick(np.array([[y0, x0], [y1, x1]], float))
+    widget = '_, w = viewer.window.add_plugin_dock_widget("napari-samboxes")'
+    then = """
         pending = not (w.folder_mode.dataset.annotations_dir / "img1.csv").exists()
         QTimer.singleShot(0, app.quit)
         app.exec()
         print("QUIT", pending, x0, y0, x1, y1, flush=True)
         os._exit(0)  # nothing runs after the event loop
         """
-    )
+    script = child_pick_script(widget, structured_ckpt, folder, then)
     out = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
