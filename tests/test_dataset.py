@@ -205,3 +205,40 @@ def test_not_a_folder_and_unknown_image(tmp_path):
     ds = Dataset(tmp_path)
     with pytest.raises(KeyError, match="nope.png"):
         ds.annotation_path("nope.png")
+
+
+def test_done_flags_count_skip_survive_and_export(tmp_path):
+    """An image with no boxes marked done counts as annotated, is skipped by
+    next_unannotated, is read back by a new Dataset, and is exported in all
+    three formats (empty YOLO label file, VOC file with no objects, COCO
+    image with no annotations)."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    from napari_samboxes.formats.convert import export_dataset
+
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(tmp_path / name)
+    ds = Dataset(tmp_path)
+    assert ds.progress() == (0, 3) and ds.next_unannotated(-1) == 0
+    assert ds.set_done("b.png") and not ds.set_done("b.png")
+    again = Dataset(tmp_path)  # a restart
+    assert again.is_done("b.png") and not again.is_done("a.png")
+    assert again.progress() == (1, 3)
+    assert again.next_unannotated(0) == 2
+    assert json.loads(again.done_path.read_text()) == {"done": ["b.png"]}
+    for fmt in ("yolo", "voc", "coco"):
+        summary = export_dataset(tmp_path, fmt, tmp_path / f"out-{fmt}")
+        assert summary.images == 1 and summary.skipped == 2, fmt
+    assert (tmp_path / "out-yolo" / "labels" / "b.txt").read_text() == ""
+    root = ET.parse(tmp_path / "out-voc" / "b.xml").getroot()
+    assert root.find("filename").text == "b.png" and root.find("object") is None
+    coco = json.loads((tmp_path / "out-coco" / "annotations.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["b.png"]
+    assert coco["annotations"] == []
+    assert ds.set_done("b.png", False) and ds.progress() == (0, 3)
+    ds.done_path.write_text('{"done": "b.png"}')
+    with pytest.raises(FormatError, match="done.json"):
+        ds.progress()

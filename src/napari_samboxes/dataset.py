@@ -5,6 +5,15 @@ Layout::
     DIR/a.png, DIR/b.jpg, ...       images (not recursive, hidden files skipped)
     DIR/annotations/<key>.csv       one box table per image (autosaved)
     DIR/classes.txt                 class names, one per line
+    DIR/annotations/done.json       images marked done (``{"done": [names]}``)
+
+**Done images.** An annotator marks an image *done* when it is finished,
+also when it holds no object. The flags are image file names in
+``annotations/done.json`` (a JSON object ``{"done": [...]}``, names in
+natural order, written atomically; a write merges with the file as it is
+on disk, so flags set by another process are kept). A done image counts as
+annotated, is skipped by :meth:`Dataset.next_unannotated`, and every export
+includes it (an image with no boxes as an empty one).
 
 **File keys.** An image's *key* names its annotation file and its exported
 files (YOLO ``labels/<key>.txt``, VOC ``<key>.xml``). The key is the file
@@ -28,6 +37,7 @@ ends with one file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -40,6 +50,7 @@ from .atomic import atomic_write_text
 from .formats.boxtable import BoxTable, read_box_table, write_box_table
 
 __all__ = [
+    "DONE_FILE",
     "IMAGE_SUFFIXES",
     "Dataset",
     "FormatError",
@@ -50,7 +61,9 @@ __all__ = [
     "merge_classes",
     "natural_key",
     "read_classes",
+    "read_done",
     "write_classes",
+    "write_done",
 ]
 
 #: Image file suffixes of a dataset folder (compared in lower case).
@@ -143,6 +156,41 @@ def write_classes(path: str | Path, names: Iterable[str]) -> Path:
     return atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 
+#: The file of the done flags, in ``DIR/annotations``.
+DONE_FILE = "done.json"
+
+
+def read_done(path: str | Path) -> set[str]:
+    """The image names in a ``done.json`` (empty when the file is missing).
+
+    Raises
+    ------
+    FormatError
+        For a file that is not ``{"done": [names]}``.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: cannot be read ({e})") from e
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"{path}: not JSON ({e})") from None
+    names = doc.get("done") if isinstance(doc, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FormatError(f'{path}: expected {{"done": [image file names]}}')
+    return set(names)
+
+
+def write_done(path: str | Path, names: Iterable[str]) -> Path:
+    """Write done flags atomically, names in natural order."""
+    doc = {"done": sorted(set(names), key=natural_key)}
+    text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+    return atomic_write_text(path, text)
+
+
 _BOMB_LOCK = threading.Lock()
 
 
@@ -225,6 +273,39 @@ class Dataset:
     def annotations_dir(self) -> Path:
         """``DIR/annotations``."""
         return self.folder / "annotations"
+
+    @property
+    def done_path(self) -> Path:
+        """``DIR/annotations/done.json``: the images marked done."""
+        return self.annotations_dir / DONE_FILE
+
+    def done_names(self) -> set[str]:
+        """File names of the images marked done (those still in the folder).
+
+        Raises
+        ------
+        FormatError
+            When ``done.json`` is not a JSON object with a list of names.
+        """
+        return read_done(self.done_path) & set(self._index)
+
+    def is_done(self, image: ImageRef) -> bool:
+        """Whether the image is marked done."""
+        return self.name(image) in read_done(self.done_path)
+
+    def set_done(self, image: ImageRef, done: bool = True) -> bool:
+        """Mark an image done (or not); returns whether the file changed.
+
+        Merges with ``done.json`` as it is on disk now (atomic write).
+        """
+        name = self.name(image)
+        flags = read_done(self.done_path)
+        if (name in flags) == done:
+            return False
+        flags = flags | {name} if done else flags - {name}
+        self.annotations_dir.mkdir(exist_ok=True)
+        write_done(self.done_path, flags)
+        return True
 
     @property
     def classes_path(self) -> Path:
@@ -340,11 +421,21 @@ class Dataset:
         """Whether the image has a box table with at least one box."""
         return self._annotated(self.name(image), self._existing())
 
+    def has_boxes_or_done(self, image: ImageRef) -> bool:
+        """Whether the image has boxes or is marked done (it counts as
+        annotated in the progress)."""
+        name = self.name(image)
+        return name in read_done(self.done_path) or self._annotated(
+            name, self._existing()
+        )
+
     def progress(self) -> tuple[int, int]:
-        """``(annotated images, images)``."""
-        existing = self._existing()
-        done = sum(self._annotated(p.name, existing) for p in self.images)
-        return done, len(self.images)
+        """``(annotated images, images)``; done images count as annotated."""
+        existing, done = self._existing(), read_done(self.done_path)
+        n = sum(
+            p.name in done or self._annotated(p.name, existing) for p in self.images
+        )
+        return n, len(self.images)
 
     def next_unannotated(self, after_index: int = -1) -> int | None:
         """Index of the next image without boxes after ``after_index``.
@@ -353,10 +444,11 @@ class Dataset:
         when every image has boxes.
         """
         n = len(self.images)
-        existing = self._existing()
+        existing, done = self._existing(), read_done(self.done_path)
         for step in range(1, n + 1):
             i = (after_index + step) % n
-            if not self._annotated(self.images[i].name, existing):
+            name = self.images[i].name
+            if name not in done and not self._annotated(name, existing):
                 return i
         return None
 

@@ -8,8 +8,9 @@ or the whole name where two images share a stem; see
 - ``voc``: ``OUT/<key>.xml``;
 - ``coco``: ``OUT/annotations.json``.
 
-Only images with an annotation file are exported (an empty table is an image
-checked and found empty); the others are counted as skipped. Import matches
+Images with an annotation file (an empty table is an image checked and found
+empty) and images marked done (:meth:`Dataset.set_done`; with no file, an
+image with no boxes) are exported; the others are counted as skipped. Import matches
 label files to the folder's images by key, then by stem (by ``file_name``
 for COCO and VOC), parses every file before it writes anything, and leaves
 images that already have boxes alone unless ``overwrite`` is set.
@@ -124,13 +125,15 @@ def export_dataset(folder: str | Path, fmt: str, out: str | Path) -> ConvertSumm
         (out / "labels").mkdir(parents=True, exist_ok=True)
     else:
         out.mkdir(parents=True, exist_ok=True)
+    done = ds.done_names()
     for image in ds.images:
         path = ds.find_annotation(image)
-        if path is None:
+        if path is None and image.name not in done:
             summary.skipped += 1
             continue
         w, h, depth = image_header(image)
-        table = _for_export(read_box_table(path), w, h, notes)
+        found = read_box_table(path) if path is not None else BoxTable()
+        table = _for_export(found, w, h, notes)
         key = ds.key(image)
         if fmt == "yolo":
             text = format_yolo(table, w, h, index)
@@ -147,7 +150,8 @@ def export_dataset(folder: str | Path, fmt: str, out: str | Path) -> ConvertSumm
         atomic_write_text(out / "annotations.json", format_coco(coco, classes))
     if summary.skipped:
         summary.messages.append(
-            f"{summary.skipped} images have no annotation file yet: not exported"
+            f"{summary.skipped} images have no annotation file yet and are not "
+            "marked done: not exported"
         )
     summary.messages += [f"{n} {_NOTES[k]}" for k, n in notes.items() if n]
     return summary
