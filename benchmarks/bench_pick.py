@@ -165,7 +165,7 @@ def preview(viewer: object = None) -> None:
         return
     from qtpy.QtWidgets import QApplication
 
-    from napari_samboxes._widget import SamBoxesWidget
+    from napari_samboxes._napari.widget import SamBoxesWidget
 
     image = viewer.add_image(np.zeros((4000, 4800), np.uint8), name="img")  # type: ignore[attr-defined]
     w = SamBoxesWidget(viewer)  # type: ignore[arg-type]
@@ -191,7 +191,7 @@ def gui() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_samboxes._widget import SamBoxesWidget
+    from napari_samboxes._napari.widget import SamBoxesWidget
 
     rng = np.random.default_rng(1)
     viewer = napari.Viewer(show=False)

@@ -27,7 +27,7 @@ def settle(n: int = 30) -> None:
 
 
 def first_screen(tmp: Path) -> None:
-    from napari_samboxes.cli import open_view
+    from napari_samboxes._napari.view import open_view
 
     os.environ["NAPARI_SAMBOXES_CACHE"] = str(tmp / "empty-cache")
     os.environ.pop("NAPARI_SAMBOXES_WEIGHTS", None)
@@ -49,7 +49,7 @@ def folder_session(tmp: Path) -> None:
     from PIL import Image
 
     from napari_samboxes._sample_data import sample_image
-    from napari_samboxes._widget import SamBoxesWidget
+    from napari_samboxes._napari.widget import SamBoxesWidget
     from napari_samboxes.cache import CandidateCache
     from napari_samboxes.testing import write_structured_checkpoint
 

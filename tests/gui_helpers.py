@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
-from napari_samboxes._widget import SamBoxesWidget
+from napari_samboxes._napari.widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 from napari_samboxes.geometry import boxes_from_shapes
 
-TIMEOUT = 120_000
+TIMEOUT = int(os.environ.get("SAMBOXES_TEST_TIMEOUT_MS", "120000"))
 
 
 def make_widget(viewer, ckpt, cache_dir, pps=4, points_per_batch=4):
@@ -121,3 +122,19 @@ def child_pick_script(widget_line, ckpt, folder, then):
         """
     )
     return head.replace("{widget_line}", widget_line) + textwrap.dedent(then)
+
+
+def wait_image(widget, qtbot, index=None):
+    """Wait until folder mode shows the image it is moving to (``index``,
+    default its target), with that image's candidates."""
+    fm = widget.folder_mode
+
+    def ready():
+        want = fm.target if index is None else index
+        return (
+            fm.index == want == fm.target
+            and widget.current_run is None
+            and len(widget.session.candidates) > 0
+        )
+
+    qtbot.waitUntil(ready, timeout=TIMEOUT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_samboxes._reader import napari_get_reader
+from napari_samboxes._napari.reader import napari_get_reader
 from napari_samboxes.formats.boxtable import (
     BoxTable,
     BoxTableError,
@@ -166,7 +166,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 def test_writer_of_an_empty_layer_writes_a_header(tmp_path):
     import pandas as pd
 
-    from napari_samboxes._writer import write_box_table_layer
+    from napari_samboxes._napari.writer import write_box_table_layer
 
     p = tmp_path / "empty.csv"
     write_box_table_layer(

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from gui_helpers import child_pick_script
-from napari_samboxes._widget import SamBoxesWidget
+from gui_helpers import child_pick_script, wait_image
+from napari_samboxes._napari.widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 from napari_samboxes.dataset import Dataset
 from napari_samboxes.formats.boxtable import read_box_table
@@ -37,13 +37,6 @@ def folder(tmp_path, photo):
     Image.fromarray(photo[20:140, 30:250, 0]).save(d / "img10.png")
     (d / "classes.txt").write_text("cup\nplate\n")
     return d
-
-
-def wait_candidates(widget, qtbot):
-    qtbot.waitUntil(
-        lambda: widget.current_run is None and len(widget.session.candidates) > 0,
-        timeout=TIMEOUT,
-    )
 
 
 def pick_first(widget, picks, offset=0):
@@ -77,12 +70,12 @@ def test_folder_session_end_to_end(
     widget.points_per_side.value = 4
     widget.folder.value = str(folder)  # opens the folder; no Run pressed
     assert list(widget.box_label.choices)[:2] == ["cup", "plate"]
-    wait_candidates(widget, qtbot)
+    wait_image(widget, qtbot)
     assert "image 1 of 3, 0 annotated" in widget.folder_progress.value
-    n_layers = len(viewer.layers)
     picks = viewer.layers.selection.active
     widget.box_label.value = "cup"
     pick_first(widget, picks, 0)
+    n_layers = len(viewer.layers)
     widget.box_label.value = "plate"
     pick_first(widget, picks, 1)
     first = widget.session.boxes
@@ -111,11 +104,11 @@ def test_folder_session_end_to_end(
     assert len(widget.session.boxes) == 0
     pick_first(widget, viewer.layers.selection.active, 0)
     widget.prev_image.changed.emit(True)  # at once: the pick still goes to img2
-    wait_candidates(widget, qtbot)
+    wait_image(widget, qtbot)
     assert len(viewer.layers) == n_layers  # layers are reused, none pile up
     assert len(on_disk(folder, "img2")) == 1 and len(on_disk(folder, "img1")) == 2
     assert widget.session.boxes == first
-    boxes_layer = widget.layers.get("boxes")
+    boxes_layer = widget.annotator.view.layer("boxes")
     np.testing.assert_array_equal(boxes_from_shapes(boxes_layer.data)[0], first.xyxy)
     assert list(boxes_layer.features["label"]) == ["cup", "plate"]
 
@@ -150,7 +143,7 @@ def test_folder_session_end_to_end(
 
 def test_sigkill_right_after_a_pick_loses_nothing(folder, structured_ckpt, tmp_path):
     widget = (
-        "from napari_samboxes._widget import SamBoxesWidget; "
+        "from napari_samboxes._napari.widget import SamBoxesWidget; "
         "from napari_samboxes.cache import CandidateCache; "
         f"w = SamBoxesWidget(viewer, cache=CandidateCache({str(tmp_path / 'c')!r}))"
     )
@@ -196,7 +189,7 @@ def test_a_broken_box_table_is_never_overwritten(
     widget.checkpoint.value = str(structured_ckpt)
     widget.points_per_side.value = 4
     widget.folder.value = str(folder)
-    wait_candidates(widget, qtbot)
+    wait_image(widget, qtbot)
     widget.next_image.changed.emit(True)
     assert "img2.jpg: not shown" in errors[-1] and "line 2" in errors[-1]
     assert "image 1 of 3" in widget.folder_progress.value

@@ -116,17 +116,10 @@ def test_a_closed_panel_touches_no_layer(two, structured_ckpt, shared_cache, qtb
     settle()
     assert len(other.data) == n_other
     assert len(w2.session.boxes) == n_other
-    # the closed panel's preview no longer follows the mouse
-    if "photo preview" in viewer.layers:
-        viewer.layers.remove("photo preview")
-    b = c.boxes[0]
-
-    class Move:  # a mouse-move event over a candidate
-        position = ((b[1] + b[3]) / 2, (b[0] + b[2]) / 2)
-
-    for cb in [cb for cb in viewer.mouse_move_callbacks if cb.__self__ is w.preview]:
-        cb(viewer, Move)
-    assert "photo preview" not in viewer.layers
+    # the closed panel no longer follows the mouse nor binds keys
+    assert w.mode._on_move not in viewer.mouse_move_callbacks
+    assert w.mode._on_drag not in viewer.mouse_drag_callbacks
+    assert not w.mode.active
 
 
 def test_a_folder_edit_after_a_run_on_another_image_is_saved(

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from gui_helpers import TIMEOUT, child_pick_script, make_widget
+from gui_helpers import TIMEOUT, child_pick_script, make_widget, wait_image
 from napari_samboxes.formats.boxtable import read_box_table
 
 PLUGIN = "napari-samboxes"
@@ -45,14 +45,7 @@ def setup(widget, ckpt, folder, qtbot):
     widget.checkpoint.value = str(ckpt)
     widget.points_per_side.value = 2
     widget.folder.value = str(folder)
-    wait_candidates(widget, qtbot)
-
-
-def wait_candidates(widget, qtbot):
-    qtbot.waitUntil(
-        lambda: widget.current_run is None and len(widget.session.candidates) > 0,
-        timeout=TIMEOUT,
-    )
+    wait_image(widget, qtbot)
 
 
 def pick(viewer, widget, k=0):
@@ -152,7 +145,7 @@ def test_quitting_the_application_saves_pending_boxes(
 ):
     widget = '_, w = viewer.window.add_plugin_dock_widget("napari-samboxes")'
     then = """
-        pending = not (w.folder_mode.dataset.annotations_dir / "img1.csv").exists()
+        pending = not (w.folder_mode.session.dataset.annotations_dir / "img1.csv").exists()
         QTimer.singleShot(0, app.quit)
         app.exec()
         print("QUIT", pending, x0, y0, x1, y1, flush=True)
@@ -197,7 +190,7 @@ def test_the_look_ahead_serves_16_bit_and_float_images(
     viewer = make_napari_viewer()
     widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=2)
     widget.folder.value = str(deep_folder)
-    wait_candidates(widget, qtbot)
+    wait_image(widget, qtbot)
     qtbot.waitUntil(lambda: widget.folder_mode.background_done >= 2, timeout=TIMEOUT)
     outcomes = []
     widget.run_finished.connect(outcomes.append)

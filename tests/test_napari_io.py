@@ -52,10 +52,13 @@ def test_manifest_activation_sets_the_reader_preference():
     from napari.settings import get_settings
     from npe2 import PluginManifest
 
-    from napari_samboxes import _reader
+    import napari_samboxes
+    from napari_samboxes._napari import reader as _reader
 
-    mf = PluginManifest.from_file(Path(_reader.__file__).with_name("napari.yaml"))
-    assert mf.on_activate == "napari_samboxes._reader:activate"
+    mf = PluginManifest.from_file(
+        Path(napari_samboxes.__file__).with_name("napari.yaml")
+    )
+    assert mf.on_activate == "napari_samboxes._napari.reader:activate"
     get_settings().plugins.extension2reader = {"*.tif": "napari"}
     _reader.activate(None)
     prefs = get_settings().plugins.extension2reader
@@ -82,7 +85,7 @@ def test_box_tables_open_by_default_and_napari_csvs_as_before(
 ):
     import napari._qt.qt_viewer as qv
 
-    from napari_samboxes._reader import prefer_plugin_for_box_tables
+    from napari_samboxes._napari.reader import prefer_plugin_for_box_tables
 
     def no_dialog(*a, **k):
         raise AssertionError("the reader dialog was shown")
@@ -162,11 +165,11 @@ def _fits(viewer, h, w):
 
 
 def test_view_sample_table_and_folder(
-    make_napari_viewer, table, tmp_path, photo, synthetic
+    make_napari_viewer, table, tmp_path, photo, synthetic, qtbot
 ):
     from PIL import Image
 
-    from napari_samboxes.cli import open_view
+    from napari_samboxes._napari.view import open_view
 
     viewer, widget = open_view(None, make_napari_viewer())
     assert viewer.layers[0].name == "photo"
@@ -182,6 +185,8 @@ def test_view_sample_table_and_folder(
     viewer, widget = open_view(str(d), make_napari_viewer())
     assert str(widget.folder.value) == str(d)
     assert widget.folder_mode is not None
+    # the image file is read in a worker, then shown
+    qtbot.waitUntil(lambda: widget.folder_mode.index == 0, timeout=60_000)
     images = [ly for ly in viewer.layers if ly._type_string == "image"]
     assert len(images) == 1 and images[0].data.shape[:2] == (160, 224)
     _fits(viewer, 160, 224)

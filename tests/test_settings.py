@@ -40,4 +40,6 @@ def test_out_of_range_settings_are_refused(field, value, says):
 def test_a_crop_layer_without_points_is_refused():
     with pytest.raises(SettingsError, match="no points"):
         Settings(points_per_side=4, crop_n_layers=2, crop_n_points_downscale_factor=4)
-    assert Settings(points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=4)
+    assert Settings(
+        points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=4
+    )

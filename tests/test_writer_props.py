@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_samboxes._reader import read_box_table_layer
-from napari_samboxes._writer import BoxSaveError, write_box_table_layer
+from napari_samboxes._napari.reader import read_box_table_layer
+from napari_samboxes._napari.writer import BoxSaveError, write_box_table_layer
 from napari_samboxes.formats.boxtable import read_box_table
 
 napari_layers = pytest.importorskip("napari.layers")

@@ -115,44 +115,13 @@ def _check_target(target: str | None) -> str | None:
     return None
 
 
-def open_view(target: str | None = None, viewer: Any = None) -> tuple[Any, Any]:
-    """A viewer showing ``target``, with the SAM boxes widget docked.
-
-    ``target`` is an image, a box table (opened with labels), a folder of
-    images (folder mode, through the widget's ``folder`` control) or None
-    (the sample photo). The view is fitted to the image after docking.
-    Returns ``(viewer, widget)``; raises what opening the file raised.
-    """
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from ._reader import PLUGIN, prefer_plugin_for_box_tables
-    from ._widget import SamBoxesWidget
-    from .formats.boxtable import is_box_table
-
-    prefer_plugin_for_box_tables()
-    viewer = viewer if viewer is not None else napari.Viewer()
-    p = Path(target) if target else None
-    if p is None:
-        from ._sample_data import sample_image
-
-        viewer.add_image(sample_image(), name="photo", rgb=True)
-    elif p.is_file():
-        viewer.open(str(p), plugin=PLUGIN if is_box_table(p) else None)
-    widget = SamBoxesWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM boxes", area="right")
-    if p is not None and p.is_dir():
-        widget.folder.value = str(p)  # opens folder mode
-    QApplication.processEvents()  # let the dock take its width first
-    viewer.reset_view()
-    return viewer, widget
-
-
 def _view(target: str | None) -> int:
     problem = _check_target(target)  # before napari starts (seconds, a window)
     if problem:
         return _fail(problem)
     import napari
+
+    from ._napari.view import open_view
 
     viewer = napari.Viewer()
     try:
@@ -185,49 +154,6 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _propose_one(
-    path: Path,
-    target: Path,
-    model: Any,
-    settings: Settings,
-    cache: Any,
-    *,
-    progress: bool = True,
-) -> int:
-    """Candidates of one image, written to ``target``; returns their count.
-
-    The one place where ``propose`` processes an image, in-process or on a
-    Dask worker (:mod:`napari_samboxes.distributed`).
-    """
-    from tqdm import tqdm
-
-    from .formats.boxtable import BoxTable, write_box_table
-    from .image import to_rgb8
-    from .imread import read_image
-    from .pipeline import BatchDone, drain, raw_results
-
-    rgb8 = to_rgb8(read_image(path))
-    n = -(-(settings.points_per_side**2) // settings.batch_for(model.device))
-    bar = tqdm(total=n, desc=path.name, unit="batch", leave=False, disable=not progress)
-    with bar:
-        raw = drain(
-            raw_results(rgb8, settings, model=model, cache=cache),
-            lambda ev: bar.update(1) if isinstance(ev, BatchDone) else None,
-        )
-    c = raw.candidates(settings)
-    write_box_table(
-        target,
-        BoxTable(
-            labels=["candidate"] * len(c),
-            boxes=c.boxes,
-            scores=c.scores.astype(float),
-            slices=c.boxes[:, :0],
-            sources=["candidate"] * len(c),
-        ),
-    )
-    return len(c)
-
-
 def _image_failure(path: Path, target: Path, e: Exception) -> str:
     """One line saying what went wrong with one image."""
     from .image import ImageError
@@ -247,9 +173,11 @@ def _run_here(
     jobs: Sequence[tuple[Path, Path]], model: Any, settings: Settings, cache: Any
 ) -> Iterator[tuple[Path, Path, int | Exception]]:
     """The jobs in this process, one after the other; failures are yielded."""
+    from .batch import propose_one
+
     for path, target in jobs:
         try:
-            yield path, target, _propose_one(path, target, model, settings, cache)
+            yield path, target, propose_one(path, target, model, settings, cache)
         except Exception as e:  # noqa: BLE001 - report per image, go on
             yield path, target, e
 

@@ -429,13 +429,18 @@ class Dataset:
             name, self._existing()
         )
 
+    def annotated_names(self) -> set[str]:
+        """Names of the images with boxes or marked done (one pass)."""
+        existing, done = self._existing(), read_done(self.done_path)
+        return {
+            p.name
+            for p in self.images
+            if p.name in done or self._annotated(p.name, existing)
+        }
+
     def progress(self) -> tuple[int, int]:
         """``(annotated images, images)``; done images count as annotated."""
-        existing, done = self._existing(), read_done(self.done_path)
-        n = sum(
-            p.name in done or self._annotated(p.name, existing) for p in self.images
-        )
-        return n, len(self.images)
+        return len(self.annotated_names()), len(self.images)
 
     def next_unannotated(self, after_index: int = -1) -> int | None:
         """Index of the next image without boxes after ``after_index``.

@@ -4,7 +4,7 @@ No napari or Qt. Folders given to ``propose`` are walked (:func:`plan_jobs`);
 output names never collide (:func:`output_keys`). The runner uses
 ``dask.distributed``; install it with ``pip install napari-samboxes[distributed]``.
 Each image is one task; the task runs the CLI's per-image body
-(:func:`napari_samboxes.cli._propose_one`), so a worker writes the same box
+(:func:`napari_samboxes.batch.propose_one`), so a worker writes the same box
 table and cache entry as the in-process run. Each worker process loads the
 model once (:func:`napari_samboxes.pipeline.get_model` keeps it per
 process) and uses ``cores / workers`` torch threads.
@@ -116,8 +116,8 @@ def propose_task(
     ``threads`` > 0 sets torch's thread count on the worker's first task.
     """
     global _threads_set
+    from .batch import propose_one
     from .cache import CandidateCache
-    from .cli import _propose_one
     from .pipeline import get_model
 
     if threads > 0 and not _threads_set:
@@ -126,7 +126,7 @@ def propose_task(
         torch.set_num_threads(threads)
         _threads_set = True
     model = get_model(checkpoint, device)  # loaded once per worker process
-    return _propose_one(
+    return propose_one(
         Path(path),
         Path(target),
         model,

@@ -69,9 +69,9 @@ def _as_sam(model: Any) -> tuple[Any, str]:
 
 
 def _amg() -> Any:
-    from .model import _import_mobile_sam
+    from .model import import_mobile_sam
 
-    return _import_mobile_sam().utils.amg
+    return import_mobile_sam().utils.amg
 
 
 def encode_image(rgb8: np.ndarray, model: Any) -> Embedding:
@@ -81,10 +81,10 @@ def encode_image(rgb8: np.ndarray, model: Any) -> Embedding:
     """
     import torch
 
-    from .model import _import_mobile_sam
+    from .model import import_mobile_sam
 
     sam, _ = _as_sam(model)
-    predictor = _import_mobile_sam().SamPredictor(sam)
+    predictor = import_mobile_sam().SamPredictor(sam)
     with torch.inference_mode():
         predictor.set_image(rgb8)
     return Embedding(
@@ -95,9 +95,9 @@ def encode_image(rgb8: np.ndarray, model: Any) -> Embedding:
 
 
 def _transform(sam: Any) -> Any:
-    from .model import _import_mobile_sam
+    from .model import import_mobile_sam
 
-    ms = _import_mobile_sam()
+    ms = import_mobile_sam()
     return ms.utils.transforms.ResizeLongestSide(sam.image_encoder.img_size)
 
 

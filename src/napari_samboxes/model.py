@@ -28,6 +28,7 @@ __all__ = [
     "fetch_weights",
     "file_digest",
     "find_checkpoint",
+    "import_mobile_sam",
     "load_model",
     "pick_device",
 ]
@@ -105,7 +106,7 @@ def avoid_llvm_clash() -> None:
         sys.modules["triton"] = None  # type: ignore[assignment]
 
 
-def _import_mobile_sam() -> Any:
+def import_mobile_sam() -> Any:
     """Import ``mobile_sam`` without its timm warnings reaching users."""
     avoid_llvm_clash()
     with warnings.catch_warnings():
@@ -119,7 +120,7 @@ def _import_mobile_sam() -> Any:
 
 def build_vit_t() -> Sam:
     """Build MobileSAM's vit_t architecture with random weights (eval)."""
-    mobile_sam = _import_mobile_sam()
+    mobile_sam = import_mobile_sam()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sam = mobile_sam.build_sam_vit_t()

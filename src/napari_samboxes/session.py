@@ -11,7 +11,10 @@ undone.
   which streams batches and ends with :meth:`Session.commit` or
   :meth:`Session.rollback` (the committed candidates come back).
 * **Boxes.** The boxes of each image of the session, each with its own
-  undo history (kept while the user moves between images).
+  undo history (kept while the user moves between images). Every edit
+  acts on the current image unless it names another one (``key=``): an
+  edit made in the layer of an image that is not the current one goes to
+  that image. Every :class:`Change` names the image it changed.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ UNDO_LEVELS = 200
 
 @dataclass(frozen=True)
 class Change:
-    """What an operation did: the boxes after it, and a message for the user."""
+    """What an operation did: the boxes after it, the image they belong to
+    (its session key) and a message for the user."""
 
     boxes: Boxes
     message: str = ""
     changed: bool = True
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,21 @@ class Session:
             if key != self.image_key:
                 self._images.pop(key, None)
 
+    def knows(self, key: str) -> bool:
+        """Whether the session holds boxes for image ``key``."""
+        return key in self._images
+
+    def boxes_of(self, key: str) -> Boxes:
+        """The boxes of image ``key`` (empty if it was never shown)."""
+        img = self._images.get(key)
+        return img.boxes if img is not None else Boxes()
+
+    def _of(self, key: str | None) -> tuple[str, _ImageBoxes]:
+        key = self.image_key if key is None else key
+        if key not in self._images:
+            self._images[key] = _ImageBoxes()
+        return key, self._images[key]
+
     @property
     def _img(self) -> _ImageBoxes:
         return self._images[self.image_key]
@@ -250,36 +270,46 @@ class Session:
         """The current image's boxes."""
         return self._img.boxes
 
-    def _apply(self, new: Boxes, message: str = "") -> Change:
-        img = self._img
+    def _apply(self, new: Boxes, message: str = "", key: str | None = None) -> Change:
+        key, img = self._of(key)
         if new == img.boxes:
-            return Change(img.boxes, message, changed=False)
+            return Change(img.boxes, message, changed=False, key=key)
         img.undo.append(img.boxes)
         del img.undo[:-UNDO_LEVELS]
         img.redo.clear()
         img.boxes = new
-        return Change(new, message)
+        return Change(new, message, key=key)
 
     def add(self, xyxy: Sequence[float], label: str, **fields: Any) -> Change:
-        """Add one box; ``fields`` as :meth:`Boxes.added` (``score``,
-        ``source``, default "hand", ``slice_index``)."""
+        """Add one box to the current image; ``fields`` as
+        :meth:`Boxes.added` (``score``, ``source``, default "hand",
+        ``slice_index``)."""
         fields.setdefault("source", "hand")
         return self._apply(self.boxes.added(xyxy, label, **fields), f"added '{label}'")
 
-    def delete(self, indices: Sequence[int]) -> Change:
-        """Delete boxes."""
-        return self._apply(self.boxes.without(indices), f"deleted {len(indices)}")
+    def delete(self, indices: Sequence[int], key: str | None = None) -> Change:
+        """Delete boxes (of the current image, or of image ``key``)."""
+        _, img = self._of(key)
+        n = len({int(i) for i in indices})
+        word = "box" if n == 1 else "boxes"
+        return self._apply(img.boxes.without(indices), f"deleted {n} {word}", key)
 
-    def relabel(self, indices: Sequence[int], label: str) -> Change:
-        """Give boxes another label."""
+    def relabel(
+        self, indices: Sequence[int], label: str, key: str | None = None
+    ) -> Change:
+        """Give boxes another label (of the current image, or of ``key``)."""
+        _, img = self._of(key)
         return self._apply(
-            self.boxes.relabeled(indices, label),
+            img.boxes.relabeled(indices, label),
             f"{len(indices)} box(es) now '{label}'",
+            key,
         )
 
-    def replace_all(self, boxes: Boxes, message: str = "edited") -> Change:
+    def replace_all(
+        self, boxes: Boxes, message: str = "edited", key: str | None = None
+    ) -> Change:
         """Replace the boxes (an edit made in the layer), as one undo step."""
-        return self._apply(boxes, message)
+        return self._apply(boxes, message, key)
 
     def add_prompted(
         self, xyxy: Sequence[float], iou: float, label: str, message: str = ""
@@ -290,26 +320,26 @@ class Session:
             xyxy, label, score=float(iou), source="prompt", slice_index=self.slice_index
         )
         msg = message or f"added '{label}' from a box prompt"
-        return Change(change.boxes, msg, change.changed)
+        return Change(change.boxes, msg, change.changed, change.key)
 
-    def undo(self) -> Change:
-        """Undo the last change of the current image."""
-        return self._travel(back=True)
+    def undo(self, key: str | None = None) -> Change:
+        """Undo the last change of the current image (or of image ``key``)."""
+        return self._travel(back=True, key=key)
 
-    def redo(self) -> Change:
+    def redo(self, key: str | None = None) -> Change:
         """Redo the last undone change."""
-        return self._travel(back=False)
+        return self._travel(back=False, key=key)
 
-    def _travel(self, back: bool) -> Change:
-        img = self._img
+    def _travel(self, back: bool, key: str | None) -> Change:
+        key, img = self._of(key)
         src, dst = (img.undo, img.redo) if back else (img.redo, img.undo)
         if not src:
             word = "undo" if back else "redo"
-            return Change(img.boxes, f"nothing to {word}", changed=False)
+            return Change(img.boxes, f"nothing to {word}", changed=False, key=key)
         dst.append(img.boxes)
         img.boxes = src.pop()
         img.last_pick = None
-        return Change(img.boxes, "undone" if back else "redone")
+        return Change(img.boxes, "undone" if back else "redone", key=key)
 
     # ------------------------------------------------------------------
     # picking
@@ -356,7 +386,9 @@ class Session:
             or lp.row >= len(img.boxes)
             or not np.array_equal(img.boxes.xyxy[lp.row], lp.xyxy)
         ):
-            return Change(img.boxes, "pick a box first, then step", changed=False)
+            return Change(
+                img.boxes, "pick a box first, then step", False, self.image_key
+            )
         c = self._candidates
         chain = np.flatnonzero(containing(c.boxes, lp.points))
         # candidates are sorted by area: the chain is ordered small to large
@@ -365,7 +397,9 @@ class Session:
         nxt = pos + (1 if direction > 0 else -1)
         if not 0 <= nxt < len(chain):
             which = "largest" if direction > 0 else "smallest"
-            return Change(img.boxes, f"already the {which} box here", changed=False)
+            return Change(
+                img.boxes, f"already the {which} box here", False, self.image_key
+            )
         j = chain[nxt]
         change = self._apply(
             img.boxes.replaced(lp.row, c.boxes[j], float(c.scores[j]), "candidate"),

@@ -263,7 +263,7 @@ def reference_candidates(
     the same :class:`~napari_samboxes.settings.Settings` (``overrides``
     change single fields). ``image`` must be H x W x 3 uint8.
     """
-    from .model import _import_mobile_sam
+    from .model import import_mobile_sam
 
     s = settings if settings is not None else DEFAULTS
     if overrides:
@@ -272,7 +272,7 @@ def reference_candidates(
     device = str(next(sam.parameters()).device)
     kwargs = s.as_dict()
     kwargs["points_per_batch"] = s.batch_for(device.split(":")[0])
-    gen = _import_mobile_sam().SamAutomaticMaskGenerator(sam, **kwargs)
+    gen = import_mobile_sam().SamAutomaticMaskGenerator(sam, **kwargs)
     with torch.inference_mode():
         records = gen.generate(image)
     if not records:

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .formats.boxtable import BoxTableError, write_box_table
-from .geometry import ShapeError, table_from_layer_data
+from ..formats.boxtable import BoxTableError, write_box_table
+from ..geometry import ShapeError, table_from_layer_data
 
 
 class BoxSaveError(RuntimeError):

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from ._layers import BOX_STYLE
-from .formats.boxtable import is_box_table, read_box_table
-from .geometry import shapes_from_boxes
+from ..formats.boxtable import is_box_table, read_box_table
+from ..geometry import shapes_from_boxes
+from .layers import BOX_STYLE
 
 #: This plugin's npe2 name.
 PLUGIN = "napari-samboxes"

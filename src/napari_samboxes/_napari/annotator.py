@@ -1,0 +1,545 @@
+"""The annotation of the shown image: layers, candidates, picks, edits.
+
+:class:`Annotator` joins the Qt-free :class:`~napari_samboxes.session.Session`
+to napari: every image layer being annotated has its
+:class:`~.layers.ImageLayers`; runs of the pipeline fill the session's
+candidates (:class:`~.runs.CandidateRun`); picks, steps, undo, relabel,
+delete and tighten are session operations whose :class:`Change` is drawn
+in the layers of the image it changed. Edits made with napari's own tools
+come in through :class:`~.edits.LayerEdits`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+
+from ..boxes import Boxes
+from ..cache import CandidateCache
+from ..classes import DEFAULT_CLASS, ClassList
+from ..pipeline import RunRequest
+from ..session import Change, Session
+from ..tighten import PROMPT_WITH_POINTS, Prompter, is_empty, tighten_boxes
+from .edits import LayerEdits
+from .layers import ImageLayers
+from .runs import CandidateRun, RunController
+
+__all__ = ["DISPLAY_MODES", "INLINE_PROMPT_S", "Annotator", "layer_key"]
+
+#: Choices of the ``show_candidates`` control. "under cursor" is the
+#: default: with hundreds of candidates, drawing them all hides the image.
+DISPLAY_MODES = ("under cursor", "all", "none")
+#: A prompt runs on the UI thread when the last one on the device took less
+#: than this (seconds) and no encode is needed; else in a worker.
+INLINE_PROMPT_S = 0.05
+#: While a run streams, "all" candidates are redrawn at most this often (ms).
+_REDRAW_MS = 300
+
+
+def layer_key(image: Any) -> str:
+    """The session key of an image layer's boxes (outside folder mode)."""
+    return f"layer:{image.unique_id}"
+
+
+class Annotator:
+    """The shown image and every image layer annotated so far.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    session : Session
+    classes : ClassList
+    runs : RunController
+    cache : CandidateCache
+    say, notify : callable
+        Status line text; napari notification ``(text, level)``.
+    """
+
+    #: Every change of some image's boxes (a :class:`Change`).
+    changed = Signal(object)
+    #: The shown image's boxes after each redraw (a :class:`Boxes`).
+    shown = Signal(object)
+    #: A run ended, with its outcome.
+    run_finished = Signal(str)
+    #: The number of pending picks changed.
+    picks_changed = Signal(int)
+    #: Labels became classes (a list of names).
+    classes_added = Signal(list)
+
+    def __init__(
+        self,
+        viewer: Any,
+        session: Session,
+        classes: ClassList,
+        runs: RunController,
+        cache: CandidateCache,
+        say: Callable[[str], Any],
+        notify: Callable[..., Any],
+    ) -> None:
+        self.viewer = viewer
+        self.session = session
+        self.classes = classes
+        self.runs = runs
+        self.cache = cache
+        self.say, self.notify = say, notify
+        #: The class of new boxes.
+        self.label = DEFAULT_CLASS
+        #: How candidates are shown (one of :data:`DISPLAY_MODES`).
+        self.display = DISPLAY_MODES[0]
+        self.views: dict[str, ImageLayers] = {}
+        self.view: ImageLayers | None = None
+        self.run: CandidateRun | None = None
+        self.request: RunRequest | None = None
+        self.closed = False
+        self._last_prompt_s: dict[str, float] = {}
+        self._redraw = QTimer()
+        self._redraw.setSingleShot(True)
+        self._redraw.timeout.connect(self._draw_candidates)
+        self.edits = LayerEdits(
+            session,
+            classes,
+            self.apply,
+            self.hand_defaults,
+            lambda text: self.notify(text, "warning"),
+            self.classes_added.emit,
+        )
+
+    # -- images ------------------------------------------------------------------
+    def view_of(self, key: str) -> ImageLayers | None:
+        """The layers showing image ``key``, if any."""
+        for view in self.views.values():
+            if view.key == key:
+                return view
+        return None
+
+    def attach(self, image: Any, key: str, seed: Boxes | None = None) -> ImageLayers:
+        """Show image ``key`` in the layers of ``image`` (created, or taken
+        up from a closed panel, when missing); ``seed`` gives its boxes on a
+        first visit. Candidates of another image are dropped."""
+        view = self.views.get(str(image.unique_id))
+        if view is None:
+            view = ImageLayers(self.viewer, image, key)
+            self.views[str(image.unique_id)] = view
+            self.edits.watch(view)
+            view.bindings["picks"].on("data", lambda e: self._on_picks(view, e))
+            if seed is None and view.layer("boxes") is not None:
+                seed = self._boxes_in_layer(view)
+        if self.view is not view or view.key != key:
+            for v in {self.view, view} - {None}:
+                v.clear_picks()  # type: ignore[union-attr]
+                v.set_preview(None, ())  # type: ignore[union-attr]
+            self.session.clear_candidates()
+            view.key = key
+        self.view = view
+        boxes = self.session.show_image(key, seed)
+        self.draw_boxes(view)
+        self.draw_candidates()
+        self.activate_picks()
+        self.shown.emit(boxes)
+        return view
+
+    def release_image(self, image: Any) -> None:
+        """Let go of the layers of ``image`` (a later panel takes them up)."""
+        if self.run is not None and self.run.image is image:
+            self.run.stop("the folder was closed")
+            self.run.quiet = True
+        view = self.views.pop(str(image.unique_id), None)
+        if view is not None:
+            view.release()
+            if self.view is view:
+                self.view = None
+                self.session.clear_candidates()
+
+    def _boxes_in_layer(self, view: ImageLayers) -> Boxes | None:
+        try:  # boxes a closed panel left in the layer seed the first visit
+            return view.read_boxes(self.hand_defaults())
+        except ValueError:
+            return None
+
+    def activate_picks(self) -> None:
+        """Select the picks layer (clicks pick, drags pan)."""
+        if self.view is None or self.closed:
+            return
+        picks = self.view.ensure("picks")
+        self.viewer.layers.selection.active = picks
+        if picks.mode != "pan_zoom":
+            picks.mode = "pan_zoom"
+
+    def hand_defaults(self) -> dict[str, Any]:
+        """Features of a box drawn with napari's tools."""
+        return {"label": self.label, "score": np.nan, "source": "hand"}
+
+    def set_label(self, name: str) -> None:
+        """The class of new boxes (and of boxes drawn by hand)."""
+        self.label = name
+        for view in self.views.values():
+            layer = view.layer("boxes")
+            if layer is not None:
+                layer.feature_defaults = self.hand_defaults()
+
+    # -- drawing -------------------------------------------------------------------
+    def apply(self, change: Change) -> Change:
+        """Draw a change of the boxes where its image is shown; say it."""
+        if change.message and not self.closed:
+            self.say(change.message)
+        if change.changed and not self.closed:
+            view = self.view_of(change.key)
+            if view is not None:
+                self.draw_boxes(view)
+            self.changed.emit(change)
+        return change
+
+    def draw_boxes(self, view: ImageLayers) -> None:
+        """Make ``view``'s boxes layer show its image's boxes."""
+        boxes = self.session.boxes_of(view.key)
+        layer = view.show_boxes(boxes, self.classes)
+        layer.feature_defaults = self.hand_defaults()
+        if view is self.view:
+            self.shown.emit(boxes)
+
+    def draw_candidates(self) -> None:
+        """Draw the candidates now (display "all"), or hide them."""
+        self._redraw.stop()
+        self._draw_candidates()
+
+    def _draw_candidates(self) -> None:
+        view = self.view
+        if view is None or self.closed:
+            return
+        s = self.session
+        visible = self.display == "all" and s.candidate_set is not None
+        view.show_candidates(s.candidates.boxes, s.slice_index, visible)
+
+    def candidates_changed(self) -> None:
+        """New candidates streamed in: redrawn at most every few hundred ms."""
+        if self.display != "all":
+            return
+        if not self._redraw.isActive():
+            self._redraw.start(_REDRAW_MS)
+
+    def set_display(self, mode: str) -> None:
+        """Show all candidates, the one under the cursor, or none."""
+        self.display = mode
+        self.draw_candidates()
+        if self.view is not None:
+            self.view.set_preview(None, ())
+
+    # -- runs --------------------------------------------------------------------
+    def start_run(self, image: Any, key: str, request: RunRequest) -> bool:
+        """Run the pipeline for ``image`` (shown as ``key``); refused while
+        a run is going."""
+        if self.run is not None:
+            self.notify("a run is already going; cancel it first.")
+            return False
+        self.attach(image, key)
+        self.request = request
+        self.run = CandidateRun(
+            request,
+            self.session,
+            self.cache,
+            self.candidates_changed,
+            self.say,
+            self._run_ended,
+        )
+        self.run.image = image
+        image.events.data.connect(self._on_image_data)
+        self.run.start(self.runs)
+        return True
+
+    def stop_run(self, reason: str = "", quiet: bool = False) -> None:
+        """Stop the run at its next batch (``quiet``: no notification)."""
+        if self.run is not None:
+            self.run.quiet = quiet
+            self.run.stop(reason)
+
+    def _run_ended(self, run: CandidateRun, outcome: str, message: str) -> None:
+        self.run = None
+        if run.image is not None:
+            run.image.events.data.disconnect(self._on_image_data)
+        if self.closed:
+            return
+        self.draw_candidates()
+        if not getattr(run, "quiet", False):
+            if outcome == "error":
+                self.notify(message, "error")
+            elif outcome == "stopped":
+                self.notify(f"run stopped: {message}.", "warning")
+        if outcome in ("done", "cached") and run.embedding is not None:
+            self.session.embedding = run.embedding
+        self.run_finished.emit(outcome)
+
+    def _on_image_data(self, event: Any = None) -> None:
+        if self.run is not None and self.run.live:
+            self.run.stop("the image data changed during the run")
+
+    def image_removed(self, image: Any) -> None:
+        """An image layer left the viewer: its run stops; its layers stay."""
+        if self.run is not None and self.run.image is image:
+            self.run.stop(f"the image layer '{image.name}' was removed")
+
+    # -- picking ---------------------------------------------------------------------
+    def click(self, world: np.ndarray) -> None:
+        """A click on the canvas: one pick point on the shown image."""
+        view = self.view
+        if view is None or self.closed:
+            return self.notify("open a folder or press Run first.")
+        picks = view.ensure("picks")
+        picks.add(np.asarray(picks.world_to_data(world), dtype=float))
+
+    def _on_picks(self, view: ImageLayers, event: Any) -> None:
+        action = getattr(getattr(event, "action", ""), "value", "added")
+        layer = view.layer("picks")
+        if view.rendering or self.closed or action != "added" or layer is None:
+            return
+        n = len(layer.data)
+        self.picks_changed.emit(n)
+        if n < 2:
+            return
+        pts = np.asarray(layer.data, dtype=np.float64)
+        with view.render_guard():
+            layer.data = np.zeros((0, layer.ndim))
+        self.picks_changed.emit(0)
+        if view is not self.view:
+            self.notify(
+                f"'{view.image.name}' is not the image being annotated; "
+                "press Run on it first."
+            )
+            return
+        self.pick(pts)
+
+    def clear_picks(self) -> None:
+        """Forget a pending first click."""
+        if self.view is not None:
+            self.view.clear_picks()
+            self.view.set_preview(None, ())
+            self.picks_changed.emit(0)
+
+    def pick(self, pts: np.ndarray) -> Change | None:
+        """Pick with points in the image layer's data coordinates (rows,
+        columns, leading slice indices)."""
+        view = self.view
+        if view is None or view.image not in self.viewer.layers:
+            self.notify("the image of these candidates is gone; press Run.", "warning")
+            return None
+        pts = np.asarray(pts, dtype=np.float64).reshape(len(pts), -1)
+        lo, hi = view.image.extent.data[0, -2:], view.image.extent.data[1, -2:]
+        if np.any(pts[:, -2:] < lo - 0.5) or np.any(pts[:, -2:] > hi + 0.5):
+            self.notify("a point lies outside the image; pick again.")
+            return None
+        sl = tuple(int(round(v)) for v in pts[0, :-2])
+        label = self.label
+        result = self.session.pick(pts[:, [-1, -2]], label, sl)
+        if result.change is None:
+            if result.prompt and result.span is not None:
+                self._prompt_fallback(result.span, pts[:, [-1, -2]], label)
+            else:
+                self.notify(result.reason)
+            return None
+        return self.apply(result.change)
+
+    def preview(self, cursor: np.ndarray) -> np.ndarray | None:
+        """Show the box a pick would give for a cursor in the image's data
+        coordinates (after one pick, or under the cursor)."""
+        view = self.view
+        if view is None or self.closed:
+            return None
+        picks = view.layer("picks")
+        pts = np.asarray(cursor, dtype=float)[None, -2:]
+        if picks is not None and len(picks.data) == 1:
+            pts = np.vstack([np.asarray(picks.data)[0, -2:], pts])
+        elif self.display != "under cursor":
+            view.set_preview(None, ())
+            return None
+        box = self.session.preview(pts[:, ::-1])
+        view.set_preview(box, self.session.slice_index)
+        return box
+
+    # -- changes of the boxes -------------------------------------------------------
+    def target_key(self, source: Any = None) -> str:
+        """The image an edit key acts on: the one whose boxes layer the key
+        was pressed on (or is active), else the shown one."""
+        layer = source if source is not None else self.viewer.layers.selection.active
+        for view in self.views.values():
+            if layer is not None and layer is view.layer("boxes"):
+                return view.key
+        return self.session.image_key
+
+    def undo(self, source: Any = None) -> Change:
+        """Undo the last change (of the image whose boxes layer the key was
+        pressed on, else of the shown image)."""
+        return self.apply(self.session.undo(self.target_key(source)))
+
+    def redo(self, source: Any = None) -> Change:
+        """Redo the last undone change."""
+        return self.apply(self.session.redo(self.target_key(source)))
+
+    def step(self, direction: int) -> Change:
+        """The next larger (+1) or smaller (-1) box around the last pick."""
+        return self.apply(self.session.step(direction))
+
+    def selected(self) -> list[int]:
+        """The boxes selected in the shown image's boxes layer."""
+        layer = self.view.layer("boxes") if self.view is not None else None
+        if layer is None:
+            return []
+        n = len(self.session.boxes)
+        return sorted(i for i in layer.selected_data if 0 <= i < n)
+
+    def select(self, rows: list[int], centre: bool = True) -> None:
+        """Select boxes of the shown image (and centre the view on them)."""
+        view = self.view
+        layer = view.layer("boxes") if view is not None else None
+        boxes = self.session.boxes
+        rows = [r for r in rows if 0 <= r < len(boxes)]
+        if layer is None or view is None:
+            return
+        layer.selected_data = set(rows)
+        layer.refresh()
+        if centre and rows:
+            b = boxes.xyxy[rows]
+            cx = (b[:, 0].min() + b[:, 2].max()) / 2
+            cy = (b[:, 1].min() + b[:, 3].max()) / 2
+            world = view.image.data_to_world([*boxes.slices[rows[0]], cy, cx])
+            self.viewer.camera.center = tuple(world[-2:])
+
+    def select_next(self, step: int = 1) -> None:
+        """Select the next (or previous) box and centre the view on it."""
+        n = len(self.session.boxes)
+        if n == 0:
+            return self.say("no boxes on this image yet")
+        now = self.selected()
+        start = (now[-1] if step > 0 else now[0]) if now else -1 if step > 0 else 0
+        i = (start + step) % n
+        self.select([i])
+        self.say(f"box {i + 1} of {n}: '{self.session.boxes.labels[i]}'")
+
+    def relabel_selected(self, label: str | None = None) -> Change | None:
+        """Give the selected boxes the current class (or ``label``)."""
+        chosen = self.selected()
+        if not chosen:
+            self.notify(
+                "select boxes first (Tab, the box list, or napari's select tool)."
+            )
+            return None
+        return self.apply(self.session.relabel(chosen, label or self.label))
+
+    def delete_selected(self) -> Change | None:
+        """Delete the selected boxes (one undo step)."""
+        chosen = self.selected()
+        if not chosen:
+            self.say("select boxes to delete them (Tab, or the box list)")
+            return None
+        return self.apply(self.session.delete(chosen))
+
+    # -- SAM prompts -------------------------------------------------------------
+    def _prompter(self) -> Prompter | None:
+        s, req = self.session, self.request
+        cset = s.candidate_set
+        if cset is None or req is None:
+            return None
+        emb = s.embedding
+        if emb is None and self.run is not None:
+            emb = self.run.embedding  # a run still streaming
+        return Prompter(req, cset.scale, emb, self.cache)
+
+    def _ask(
+        self, p: Prompter, job: Callable[[], Any], done: Callable[[Any], Any]
+    ) -> None:
+        """``done(job())``: inline when a prompt is known to be quick, else
+        ``job`` in the ``prompt`` slot and ``done`` on the main thread."""
+        s, key, cset = self.session, self.session.image_key, self.session.candidate_set
+        device = str(p.request.device)
+
+        def finish(result: Any) -> None:
+            self._last_prompt_s[device] = p.last_seconds
+            if s.embedding is None and s.candidate_set is cset:
+                s.embedding = p.embedding  # encoded (or loaded) once, kept
+            if s.image_key == key and not self.closed:
+                done(result)
+
+        if p.embedding is not None and self._last_prompt_s.get(device, 1.0) < (
+            INLINE_PROMPT_S
+        ):
+            return finish(job())
+        self.say("asking SAM for a box...")
+        self.runs.submit(
+            "prompt",
+            job,
+            on_return=finish,
+            on_error=lambda e: self.notify(f"SAM prompt failed: {e}", "error"),
+        )
+
+    def _prompt_fallback(
+        self, span: tuple[float, float, float, float], points_xy: np.ndarray, label: str
+    ) -> None:
+        p = self._prompter()
+        if p is None:
+            return self.notify("no candidate box contains both points")
+        box = np.asarray(span, dtype=np.float64)[None]
+        points = np.asarray(points_xy, dtype=np.float64)[None]
+
+        def job() -> tuple[np.ndarray, np.ndarray]:
+            return p(box, points if PROMPT_WITH_POINTS else None)
+
+        def done(result: tuple[np.ndarray, np.ndarray]) -> None:
+            got, ious = result
+            if is_empty(got)[0]:
+                return self.notify(
+                    "no candidate holds both points and SAM found no object in "
+                    "their box; draw it by hand."
+                )
+            self.apply(self.session.add_prompted(got[0], float(ious[0]), label))
+            self.notify(
+                f"no candidate held both points: box from SAM (IoU {ious[0]:.2f})"
+            )
+
+        self._ask(p, job, done)
+
+    def tighten(self) -> None:
+        """Snap the selected boxes (or all) to candidates, else to prompts."""
+        s = self.session
+        p = self._prompter()
+        if p is None:
+            return self.notify("press Run first: tighten snaps boxes to SAM's boxes.")
+        chosen = self.selected()
+        before = s.boxes
+        asked: list[np.ndarray] = []
+
+        def probe(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            asked.append(b)
+            return np.zeros_like(b), np.zeros(len(b))
+
+        cands, sl = s.candidates, s.slice_index  # read here, not in the worker
+
+        def run(prompt: Any) -> Any:
+            return tighten_boxes(before, cands, chosen or None, prompt, slice_index=sl)
+
+        def done(result: Any) -> None:
+            if s.boxes is not before:
+                return self.notify("the boxes changed while tightening; tighten again.")
+            self.apply(s.replace_all(result.boxes, result.message))
+            self.notify(result.message)
+
+        quick = run(probe)
+        if not asked:
+            return done(quick)
+        self._ask(p, lambda: run(p), done)
+
+    # -- the end ---------------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        """Stop the run, let go of every layer, stop listening."""
+        if self.closed:
+            return
+        if self.run is not None:
+            self.run.stop(reason)
+        self.closed = True
+        with contextlib.suppress(RuntimeError):  # deleted by Qt at exit
+            self._redraw.stop()
+        self.edits.close()
+        for view in self.views.values():
+            view.release()

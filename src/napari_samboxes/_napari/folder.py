@@ -1,0 +1,379 @@
+"""Folder mode in napari (``FolderController`` over a ``FolderSession``).
+
+* One image layer (named after the folder, always RGB: a greyscale image is
+  shown as three equal channels) and one set of candidates, picks, boxes,
+  labels and preview layers are reused from image to image: moving never
+  adds or removes a layer (a removal costs napari a garbage collection).
+* Moving to an image reads its box table at once (a broken table refuses
+  the move, nothing changed) and reads the image file in the panel's
+  ``run`` worker, never on the UI thread; then the image is shown, its
+  boxes drawn, and its candidates run (from the cache when the look-ahead
+  made them). Moves pressed faster than images load skip the images in
+  between.
+* Every change of the boxes is written within :data:`AUTOSAVE_DELAY_MS`
+  (batched, atomic); leaving an image, hiding the dock, closing the panel
+  and quitting the application write at once.
+* After a run, the next :data:`PRECOMPUTE_AHEAD` images are computed into
+  the cache in the panel's ``lookahead`` worker, stopped when the user
+  moves or hides the dock.
+* One panel per folder: opening a folder closes (and flushes) the panel
+  that had it open. The open folders are known to an object the
+  application owns (:class:`_OpenFolders`), not to a module.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer
+from qtpy.QtWidgets import QApplication
+
+from ..boxes import Boxes
+from ..folder import FolderSession
+from ..image import default_limits
+from ..pipeline import Precomputed, RunRequest, precompute
+from .annotator import Annotator
+from .layers import META
+from .runs import RunController
+
+__all__ = [
+    "AUTOSAVE_DELAY_MS",
+    "PRECOMPUTE_AHEAD",
+    "FolderController",
+    "full_range",
+    "read_for_display",
+]
+
+AUTOSAVE_DELAY_MS = 250
+PRECOMPUTE_AHEAD = 2
+
+
+def full_range(data: np.ndarray, rgb: bool) -> tuple[float, float] | None:
+    """The contrast limits :func:`~napari_samboxes.image.to_rgb8` reads an
+    image file with (what the look-ahead caches); None for a constant
+    image (napari cannot show equal limits)."""
+    lo, hi = default_limits(data[..., :3] if rgb else data)
+    return (lo, hi) if hi > lo else None
+
+
+def read_for_display(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """An image file as the folder's RGB layer shows it (grey as three equal
+    channels), and its contrast limits. Runs in a worker."""
+    from ..imread import read_image
+
+    data = read_image(path)
+    rgb = data.ndim == 3
+    limits = full_range(data, rgb)
+    if not rgb:
+        data = np.repeat(data[..., None], 3, axis=-1)
+    return data, limits
+
+
+class _OpenFolders(QObject):
+    """The folders open in this application's panels, one panel each."""
+
+    NAME = "napari_samboxes_open_folders"
+
+    def __init__(self, app: QObject) -> None:
+        super().__init__(app)
+        self.setObjectName(self.NAME)
+        self.open: dict[Path, weakref.ref[FolderController]] = {}
+
+    @classmethod
+    def of_app(cls) -> _OpenFolders | None:
+        app = QApplication.instance()
+        if app is None:
+            return None
+        for child in app.children():
+            if isinstance(child, cls):
+                return child
+        return cls(app)
+
+
+class FolderController:
+    """The folder workflow of a panel (see the module docstring).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    folder : str or Path
+    annotator : Annotator
+    runs : RunController
+    request_for : callable
+        The run request for the folder's image layer, or None (the panel
+        says why).
+    say, notify : callable
+    on_progress : callable
+        Called with the progress text.
+
+    Raises
+    ------
+    OSError, ValueError
+        When the folder cannot be opened (no images, not a folder).
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        folder: str | Path,
+        annotator: Annotator,
+        runs: RunController,
+        request_for: Callable[[Any], RunRequest | None],
+        say: Callable[[str], Any],
+        notify: Callable[..., Any],
+        on_progress: Callable[[str], Any],
+    ) -> None:
+        self.viewer = viewer
+        self.session = FolderSession(folder)
+        self.annotator = annotator
+        self.runs = runs
+        self.request_for = request_for
+        self.say, self.notify, self.on_progress = say, notify, on_progress
+        self.key = self.session.dataset.folder.resolve()
+        registry = _OpenFolders.of_app()
+        other = registry.open.get(self.key) if registry is not None else None
+        if other is not None and other() is not None:
+            other().close("the folder was opened in another SAM boxes panel")  # type: ignore[union-attr]
+        if registry is not None:
+            registry.open[self.key] = weakref.ref(self)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.flush)  # type: ignore[attr-defined]
+        #: The image the user is moving to (shown once it has loaded).
+        self.target = 0
+        self.image: Any = None
+        #: True while the dock is hidden: no look-ahead then.
+        self.paused = False
+        #: Images of the look-ahead computed so far (for tests and status).
+        self.background_done = 0
+        self.closed = False
+        #: Called once when the folder is closed (by its panel or another).
+        self.on_closed: Callable[[], Any] | None = None
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.flush)
+        annotator.changed.connect(self._on_change)
+        annotator.run_finished.connect(self._on_run_finished)
+        for problem in self.session.problems:
+            notify(problem, "warning")
+
+    @property
+    def index(self) -> int:
+        """The image shown (-1 before the first has loaded)."""
+        return self.session.index
+
+    # -- moving ------------------------------------------------------------------
+    def show(self, index: int) -> None:
+        """Move to image ``index`` (clipped): shown once its file is read."""
+        s = self.session
+        index = s.clip(index)
+        self.target = index
+        self.flush()
+        self.runs.stop("lookahead")
+        key = s.key(index)
+        try:  # a broken table refuses the move before anything changes
+            seed = None if self.annotator.session.knows(key) else s.read_boxes(index)
+        except (OSError, ValueError) as e:
+            self.notify(f"{s.images[index].name}: not shown: {e}", "error")
+            self.target = max(self.index, 0)
+            return
+        self.annotator.stop_run("another image is shown", quiet=True)
+        self.say(f"opening {s.images[index].name}...")
+        self.runs.submit(
+            "run",
+            read_for_display,
+            s.images[index],
+            on_return=partial(self._present, index, seed),
+            on_error=partial(self._not_read, index),
+        )
+
+    def step(self, delta: int) -> None:
+        """Go ``delta`` images forward or back (from where a move is going)."""
+        self.show(self.target + delta)
+
+    def next_unannotated(self) -> None:
+        """Go to the next image with no boxes that is not done."""
+        self.flush()
+        nxt = self.session.next_unannotated(self.target)
+        if nxt is None:
+            self.notify("every image of the folder has boxes or is done.")
+        else:
+            self.show(nxt)
+
+    def _not_read(self, index: int, exc: BaseException) -> None:
+        if index == self.target and not self.closed:
+            self.notify(f"{self.session.images[index].name}: not shown: {exc}", "error")
+            self.target = max(self.index, 0)
+
+    def _present(self, index: int, seed: Boxes | None, loaded: Any) -> None:
+        if index != self.target or self.closed:
+            return  # a later move superseded this one
+        data, limits = loaded
+        s = self.session
+        s.index = index
+        image = self._show_data(data, limits)
+        key = s.key(index)
+        self.annotator.attach(image, key, seed)
+        self.update_progress()
+        self.viewer.reset_view()
+        request = self.request_for(image)
+        if request is not None:
+            self.annotator.start_run(image, key, request)
+
+    def _show_data(self, data: np.ndarray, limits: tuple[float, float] | None) -> Any:
+        img = self.image
+        if img is None or img not in self.viewer.layers:
+            img = self._released_image()
+        if img is None:
+            kw = {} if limits is None else {"contrast_limits": limits}
+            img = self.viewer.add_image(data, name=self.session.name, rgb=True, **kw)
+            self.viewer.layers.move(self.viewer.layers.index(img), 0)
+            self._own(img, True)
+        else:
+            img.data = data
+            if limits is not None:
+                img.contrast_limits_range = limits
+                img.contrast_limits = limits
+            else:
+                img.reset_contrast_limits_range()
+                img.reset_contrast_limits()
+        self.image = img
+        return img
+
+    def _own(self, image: Any, own: bool) -> None:
+        image.metadata[META] = {
+            "role": "folder",
+            "folder": str(self.key),
+            "own": int(own),
+        }
+
+    def _released_image(self) -> Any:
+        """The folder's image layer a closed panel let go of, taken up."""
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get(META)
+            if (
+                isinstance(meta, dict)
+                and meta.get("role") == "folder"
+                and meta.get("folder") == str(self.key)
+                and not meta.get("own")
+                and getattr(layer, "rgb", False)
+            ):
+                self._own(layer, True)
+                return layer
+        return None
+
+    def update_progress(self) -> None:
+        """'image k of N, m annotated' in the panel."""
+        if not self.closed:
+            self.on_progress(self.session.progress_text())
+
+    # -- done flags ------------------------------------------------------------------
+    def toggle_done(self) -> bool:
+        """Mark the shown image done (or not any more); returns the flag."""
+        s = self.session
+        if s.index < 0:
+            return False
+        flag = not s.is_done(s.index)
+        try:
+            self.flush()
+            s.set_done(s.index, flag)
+        except (OSError, ValueError) as e:
+            self.notify(f"could not mark {s.images[s.index].name} done: {e}", "error")
+            return not flag
+        self.update_progress()
+        return flag
+
+    # -- autosave --------------------------------------------------------------------
+    def _on_change(self, change: Any) -> None:
+        if not self.closed and self.session.record(change.key, change.boxes):
+            self._timer.start(AUTOSAVE_DELAY_MS)
+
+    def flush(self) -> None:
+        """Write every pending change now (atomic writes)."""
+        try:
+            self._timer.stop()
+        except RuntimeError:  # Qt already deleted it (the application ends)
+            pass
+        if not self.session.pending:
+            return
+        for message in self.session.flush():
+            self.notify(message, "error")
+        self.update_progress()
+
+    # -- look-ahead --------------------------------------------------------------------
+    def _on_run_finished(self, outcome: str) -> None:
+        if outcome in ("done", "cached") and not self.paused:
+            self.look_ahead()
+
+    def look_ahead(self) -> None:
+        """Compute the next images' candidates into the cache."""
+        s, req = self.session, self.annotator.request
+        todo = s.images[s.index + 1 : s.index + 1 + PRECOMPUTE_AHEAD]
+        if not todo or req is None or self.closed or s.index < 0:
+            return
+        self.runs.submit(
+            "lookahead",
+            precompute,
+            todo,
+            req,
+            self.annotator.cache,
+            on_yield=self._on_background_event,
+        )
+
+    @property
+    def looking_ahead(self) -> bool:
+        """Whether the look-ahead is computing (or about to)."""
+        return self.runs.busy("lookahead")
+
+    def _on_background_event(self, ev: Any) -> None:
+        if isinstance(ev, Precomputed):
+            self.background_done += 1
+
+    def pause(self) -> None:
+        """The dock was hidden: write pending boxes, stop the look-ahead."""
+        self.paused = True
+        self.flush()
+        self.runs.stop("lookahead")
+
+    def resume(self) -> None:
+        """The dock is shown again: look ahead again if a run is done."""
+        self.paused = False
+        done = self.annotator.run is None and self.annotator.session.committed
+        if done and self.index >= 0 and not self.looking_ahead:
+            self.look_ahead()
+
+    def close(self, reason: str = "") -> None:
+        """Flush, stop the look-ahead, let go of the folder."""
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self.runs.stop("lookahead")
+        for signal, slot in (
+            (self.annotator.changed, self._on_change),
+            (self.annotator.run_finished, self._on_run_finished),
+        ):
+            signal.disconnect(slot)
+        app = QApplication.instance()
+        if app is not None:
+            try:
+                app.aboutToQuit.disconnect(self.flush)  # type: ignore[attr-defined]
+            except (TypeError, RuntimeError):
+                pass
+        if self.image is not None:  # a later panel takes its layers up
+            self._own(self.image, False)
+            self.annotator.release_image(self.image)
+        registry = _OpenFolders.of_app()
+        if registry is not None:
+            ref = registry.open.get(self.key)
+            if ref is not None and ref() is self:
+                del registry.open[self.key]
+        if reason:
+            self.say(reason)
+        if self.on_closed is not None:
+            self.on_closed()

@@ -1,0 +1,233 @@
+"""The annotation mode: the plugin's keys and clicks, whatever layer is active.
+
+napari looks a key up in the active layer's keymaps first (its own, then
+its class's: a Shapes layer's ``3`` deletes, ``d`` selects), then in the
+viewer's. So while a panel is open, :class:`AnnotationMode` binds its keys
+on the viewer *and* on every layer of the viewer (layers added later
+included), and gives back whatever the layers had bound when it stops.
+Keys pressed anywhere in napari's window but a text field reach napari's
+keymaps (napari forwards them), so the keys work wherever the mouse is.
+
+* Clicks: a left click (press and release within :data:`CLICK_SLOP` screen
+  pixels, no modifier) on the canvas places a pick point whenever the
+  active layer is in ``pan_zoom`` mode (an image, the picks layer, any
+  layer not being edited), so two clicks always pick; a drag still pans.
+  A layer in an editing mode (napari's shape tools, say) keeps its clicks.
+* ``Tab`` moves Qt's keyboard focus before any keymap sees it, so it is
+  caught on the canvas itself.
+* The widget's buttons and drop-downs never take the keyboard focus (see
+  :func:`keep_keys_free`); a text field gives it back to the canvas when
+  its editing ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QEvent, QObject, Qt
+
+__all__ = ["CLICK_SLOP", "KEYS", "AnnotationMode", "canvas_widget", "keep_keys_free"]
+
+#: Key -> action name (the README's table of keys).
+KEYS: dict[str, str] = {
+    "a": "prev_image",
+    "d": "next_image",
+    **{str(n): f"class_{n}" for n in range(1, 10)},
+    "[": "smaller",
+    "]": "larger",
+    "Control-Z": "undo",
+    "Control-Shift-Z": "redo",
+    "Space": "mark_done",
+    "Delete": "delete",
+    "Backspace": "delete",
+    "Escape": "clear_picks",
+    "Tab": "next_box",
+    "Shift-Tab": "prev_box",
+}
+#: A press and release closer than this (screen pixels) is a click.
+CLICK_SLOP = 4.0
+
+
+def canvas_widget(viewer: Any) -> Any:
+    """napari's canvas as a Qt widget, or None (no window)."""
+    try:
+        return viewer.window._qt_viewer.canvas.native
+    except AttributeError:
+        return None
+
+
+class _TabFilter(QObject):
+    """Tab and Shift+Tab on the canvas go to the annotation mode."""
+
+    def __init__(self, mode: AnnotationMode) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
+        if event.type() != QEvent.Type.KeyPress or getattr(self, "mode", None) is None:
+            return False
+        key, mods = event.key(), event.modifiers()
+        if key == Qt.Key.Key_Backtab or (
+            key == Qt.Key.Key_Tab and mods & Qt.KeyboardModifier.ShiftModifier
+        ):
+            self.mode.do("prev_box")
+            return True
+        if key == Qt.Key.Key_Tab and not mods & ~Qt.KeyboardModifier.KeypadModifier:
+            self.mode.do("next_box")
+            return True
+        return False
+
+
+class AnnotationMode:
+    """The plugin's keys and clicks on a viewer (see the module docstring).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    actions : mapping of str to callable
+        Action name (the values of :data:`KEYS`) -> what it does, called
+        with the layer (or viewer) the key was pressed on, or None.
+    on_click : callable
+        Called with a click's position in world coordinates.
+    on_move : callable, optional
+        Called with the mouse position (world coordinates) as it moves.
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        actions: Mapping[str, Callable[[Any], Any]],
+        on_click: Callable[[np.ndarray], Any],
+        on_move: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
+        self.viewer = viewer
+        self.actions = dict(actions)
+        self.on_click = on_click
+        self.on_move = on_move
+        self.active = False
+        self._bound: list[tuple[weakref.ref[Any], str, Any]] = []
+        self._tab = _TabFilter(self)
+
+    # -- on and off ------------------------------------------------------------
+    def start(self) -> None:
+        """Bind the keys and listen to clicks."""
+        if self.active:
+            return
+        self.active = True
+        self._bind(self.viewer)
+        for layer in list(self.viewer.layers):
+            self._bind(layer)
+        self.viewer.layers.events.inserted.connect(self._on_inserted)
+        self.viewer.mouse_drag_callbacks.append(self._on_drag)
+        self.viewer.mouse_move_callbacks.append(self._on_move)
+        canvas = canvas_widget(self.viewer)
+        if canvas is not None:
+            canvas.installEventFilter(self._tab)
+
+    def stop(self) -> None:
+        """Give back every key binding and stop listening."""
+        if not self.active:
+            return
+        self.active = False
+        with contextlib.suppress(Exception):
+            self.viewer.layers.events.inserted.disconnect(self._on_inserted)
+        for callbacks, cb in (
+            (self.viewer.mouse_drag_callbacks, self._on_drag),
+            (self.viewer.mouse_move_callbacks, self._on_move),
+        ):
+            with contextlib.suppress(ValueError):
+                callbacks.remove(cb)
+        canvas = canvas_widget(self.viewer)
+        if canvas is not None:
+            with contextlib.suppress(RuntimeError):
+                canvas.removeEventFilter(self._tab)
+        for ref, key, before in reversed(self._bound):
+            owner = ref()
+            if owner is not None:
+                with contextlib.suppress(Exception):
+                    owner.bind_key(key, before, overwrite=True)
+        self._bound = []
+
+    def _on_inserted(self, event: Any) -> None:
+        self._bind(event.value)
+
+    def _bind(self, owner: Any) -> None:
+        for key, name in KEYS.items():
+            if key in ("Tab", "Shift-Tab"):
+                continue  # Qt takes them first: see _TabFilter
+
+            def handler(source: Any = None, name: str = name) -> None:
+                self.do(name, source)
+
+            before = owner.bind_key(key, handler, overwrite=True)
+            self._bound.append((weakref.ref(owner), key, before))
+
+    def do(self, name: str, source: Any = None) -> None:
+        """Run the action ``name`` (if the panel has it) for a key pressed
+        on ``source`` (a layer, the viewer, or None)."""
+        action = self.actions.get(name)
+        if self.active and action is not None:
+            action(source)
+
+    # -- clicks ------------------------------------------------------------------
+    def clicks_pick(self) -> bool:
+        """Whether a click on the canvas is a pick now."""
+        active = self.viewer.layers.selection.active
+        return active is None or str(getattr(active, "mode", "pan_zoom")) == "pan_zoom"
+
+    def _on_drag(self, viewer: Any, event: Any) -> Any:
+        if event.button != 1 or event.modifiers or not self.clicks_pick():
+            return
+        start = np.asarray(event.pos, dtype=float)
+        world = np.asarray(event.position, dtype=float)
+        moved = False
+        yield
+        while event.type == "mouse_move":
+            if np.hypot(*(np.asarray(event.pos, dtype=float) - start)) > CLICK_SLOP:
+                moved = True
+            yield
+        if not moved and self.active:
+            self.on_click(world)
+
+    def _on_move(self, viewer: Any, event: Any) -> None:
+        if self.active and self.on_move is not None:
+            self.on_move(np.asarray(event.position, dtype=float))
+
+    # -- focus -------------------------------------------------------------------
+    def focus_canvas(self) -> None:
+        """Give the keyboard focus back to the canvas."""
+        canvas = canvas_widget(self.viewer)
+        if canvas is not None and self.active:
+            with contextlib.suppress(RuntimeError):
+                canvas.setFocus(Qt.FocusReason.OtherFocusReason)
+
+
+def keep_keys_free(widget: Any, give_back: Callable[[], Any]) -> None:
+    """Buttons, check boxes and drop-downs under ``widget`` never take the
+    keyboard focus; text fields and spin boxes hand it back to the canvas
+    (``give_back``) when their editing ends."""
+    from qtpy.QtWidgets import (
+        QAbstractButton,
+        QAbstractItemView,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+    )
+
+    for child in widget.findChildren(QAbstractButton):
+        child.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    for child in widget.findChildren(QComboBox):
+        if not child.isEditable():
+            child.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    for child in widget.findChildren(QAbstractItemView):
+        child.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    for child in widget.findChildren(QAbstractSpinBox):
+        child.editingFinished.connect(give_back)
+    for child in widget.findChildren(QLineEdit):
+        if isinstance(child.parent(), (QAbstractSpinBox, QComboBox)):
+            continue
+        child.editingFinished.connect(give_back)

@@ -1,0 +1,40 @@
+"""``napari-samboxes view``: a viewer with the panel docked, on a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..formats.boxtable import is_box_table
+from .reader import PLUGIN, prefer_plugin_for_box_tables
+from .sample_data import sample_image
+from .widget import SamBoxesWidget
+
+__all__ = ["open_view"]
+
+
+def open_view(target: str | None = None, viewer: Any = None) -> tuple[Any, Any]:
+    """A viewer showing ``target``, with the SAM boxes widget docked.
+
+    ``target`` is an image, a box table (opened with labels), a folder of
+    images (folder mode, through the widget's ``folder`` control) or None
+    (the sample photo). The view is fitted to the image after docking.
+    Returns ``(viewer, widget)``; raises what opening the file raised.
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    prefer_plugin_for_box_tables()
+    viewer = viewer if viewer is not None else napari.Viewer()
+    p = Path(target) if target else None
+    if p is None:
+        viewer.add_image(sample_image(), name="photo", rgb=True)
+    elif p.is_file():
+        viewer.open(str(p), plugin=PLUGIN if is_box_table(p) else None)
+    widget = SamBoxesWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM boxes", area="right")
+    if p is not None and p.is_dir():
+        widget.folder.value = str(p)  # opens folder mode
+    QApplication.processEvents()  # let the dock take its width first
+    viewer.reset_view()
+    return viewer, widget

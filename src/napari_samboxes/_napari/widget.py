@@ -1,0 +1,508 @@
+"""The "SAM boxes" panel: it composes the owners and wires the controls.
+
+* :class:`~.runs.RunController`: the panel's workers, in a private pool.
+* :class:`~.annotator.Annotator`: the shown image, its layers, its
+  candidates and boxes (over the Qt-free :class:`Session`).
+* :class:`~.folder.FolderController`: folder mode (over the Qt-free
+  :class:`~napari_samboxes.folder.FolderSession`), when a folder is open.
+* :class:`~.input.AnnotationMode`: the keys and clicks.
+* :class:`~.box_list.BoxList`: the box list.
+* :class:`~napari_samboxes.classes.ClassList`: the classes and colours.
+
+Each control's callback is one line that calls one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import Container
+from psygnal import Signal
+from qtpy.QtCore import QEvent, QObject
+
+from ..cache import CandidateCache
+from ..classes import ClassList
+from ..model import find_checkpoint
+from ..pipeline import RunRequest
+from ..session import Session
+from ..settings import Settings, SettingsError
+from . import controls
+from .annotator import Annotator, layer_key
+from .box_list import BoxList
+from .folder import FolderController
+from .input import AnnotationMode, keep_keys_free
+from .runs import RunController
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["SamBoxesWidget"]
+
+_FOLDER_BUTTONS = ("prev_image", "next_image", "next_unannotated", "mark_done")
+_NO_CHECKPOINT = (
+    "No checkpoint: choose mobile_sam.pt, or press 'Download weights' (39 MB)."
+)
+
+
+class SamBoxesWidget(Container):
+    """Segment everything with MobileSAM, then pick boxes with two clicks.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer (napari passes it).
+    cache : CandidateCache, optional
+        Where candidates are cached (default: the user cache).
+    points_per_batch : int, optional
+        Prompts per batch (default: by device, see ``Settings.batch_for``).
+    """
+
+    #: Emitted when a run ends, with its outcome.
+    run_finished = Signal(str)
+    #: Emitted after every change of the boxes, with the new boxes.
+    boxes_changed = Signal(object)
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        cache: CandidateCache | None = None,
+        points_per_batch: int | None = None,
+    ) -> None:
+        super().__init__(labels=False)
+        # napari's plugin proxy makes new layer proxies per access: unwrap (``is``)
+        self.viewer = getattr(viewer, "__wrapped__", viewer)
+        self.cache = cache if cache is not None else CandidateCache()
+        self.session = Session(Settings(points_per_batch=points_per_batch))
+        self.classes = ClassList()
+        self.runs = RunController()
+        self.annotator = Annotator(
+            self.viewer,
+            self.session,
+            self.classes,
+            self.runs,
+            self.cache,
+            self.say,
+            self.notify,
+        )
+        self.folder_mode: FolderController | None = None
+        self._closed = False
+        self._said = ""
+        self._picks = 0
+        self.extend(controls.make_groups(self._image_choices, find_checkpoint()))
+        self.box_list = BoxList(self.classes, self._select_rows, self._relabel_row)
+        self["picking_group"].native.layout().addWidget(self.box_list)
+        self.native.setMaximumWidth(controls.MAX_DOCK_WIDTH)
+        self.mode = AnnotationMode(
+            self.viewer, self._actions(), self.annotator.click, self._on_move
+        )
+        self._add_callbacks()
+        self._update_checkpoint_status()
+        self._on_active_layer()
+        self.mode.start()
+        keep_keys_free(self.native, self.mode.focus_canvas)
+
+    # -- controls by name, in whatever group ------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            found = controls.find(self, name)
+            if found is None:
+                raise
+            return found
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            found = controls.find(self, key)
+            if found is None:
+                raise KeyError(key)
+            return found
+        return super().__getitem__(key)
+
+    def _actions(self) -> dict[str, Any]:
+        """What each key does; each gets the layer the key was pressed on."""
+        a = self.annotator
+        actions: dict[str, Any] = {
+            "prev_image": lambda _: self._folder_do("step", -1),
+            "next_image": lambda _: self._folder_do("step", 1),
+            "smaller": lambda _: a.step(-1),
+            "larger": lambda _: a.step(+1),
+            "undo": a.undo,
+            "redo": a.redo,
+            "mark_done": lambda _: self.toggle_done(),
+            "delete": lambda _: a.delete_selected(),
+            "clear_picks": lambda _: a.clear_picks(),
+            "next_box": lambda _: a.select_next(1),
+            "prev_box": lambda _: a.select_next(-1),
+        }
+        for n in range(1, 10):
+            actions[f"class_{n}"] = lambda _, n=n: self.choose_class(n)
+        return actions
+
+    def _add_callbacks(self) -> None:
+        a = self.annotator
+        self.run.changed.connect(self.start_run)
+        self.cancel.changed.connect(lambda: a.stop_run())
+        self.download.changed.connect(self._download)
+        self.checkpoint.changed.connect(self._update_checkpoint_status)
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            self[name].changed.connect(self._on_thresholds)
+        self.undo.changed.connect(lambda: a.undo())
+        self.redo.changed.connect(lambda: a.redo())
+        self.smaller.changed.connect(lambda: a.step(-1))
+        self.larger.changed.connect(lambda: a.step(+1))
+        self.tighten.changed.connect(a.tighten)
+        self.relabel.changed.connect(lambda: a.relabel_selected())
+        self.delete.changed.connect(a.delete_selected)
+        self.folder.changed.connect(self.open_folder)
+        self.prev_image.changed.connect(lambda: self._folder_do("step", -1))
+        self.next_image.changed.connect(lambda: self._folder_do("step", 1))
+        self.next_unannotated.changed.connect(
+            lambda: self._folder_do("next_unannotated")
+        )
+        self["mark_done"].changed.connect(self.toggle_done)
+        self.show_candidates.changed.connect(lambda v: a.set_display(str(v)))
+        self.show_settings.changed.connect(self._toggle_settings)
+        self.box_label.changed.connect(self._on_class)
+        self.box_label.classes_added.connect(self._classes_added)
+        self.new_class.native.returnPressed.connect(self._new_class)
+        self.classes_file.changed.connect(self._load_classes)
+        a.changed.connect(lambda change: self.boxes_changed.emit(change.boxes))
+        a.run_finished.connect(self._on_run_finished)
+        a.shown.connect(lambda boxes: self.box_list.show_boxes(boxes, a.selected()))
+        a.picks_changed.connect(self._on_picks)
+        a.classes_added.connect(self._classes_added)
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._reset_images)
+        layers.events.removed.connect(self._reset_images)
+        layers.events.removed.connect(lambda e: a.image_removed(e.value))
+        layers.selection.events.active.connect(self._on_active_layer)
+        self._watcher = _DockWatcher(self)
+        self.native.installEventFilter(self._watcher)
+        self.native.destroyed.connect(lambda *_: self.shutdown())
+        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        a.edits.watch_tables(window)
+
+    # -- messages -------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """Show what just happened, and the next thing to do, in the status."""
+        if self._closed:
+            return
+        self._said = text
+        hint = self.next_step()
+        value = f"{text}\n{hint}" if text and text != hint else hint
+        self.status.value = value
+        self.status.native.setToolTip(value)
+
+    def next_step(self) -> str:
+        """What the annotator should do next (the status line's hint)."""
+        a, fm = self.annotator, self.folder_mode
+        if not self._checkpoint_found():
+            return _NO_CHECKPOINT
+        if fm is not None and fm.index >= 0 and fm.session.is_done(fm.index):
+            return "image done: press d for the next image"
+        if self._picks == 1:
+            return "click a second point on the object"
+        if a.run is not None and len(self.session.candidates) == 0:
+            return "computing candidates..."
+        if self.session.candidate_set is None:
+            return "open a folder, or press Run on an image"
+        if fm is not None:
+            return "click two points on an object; d: next image, Space: done"
+        return "click two points on an object"
+
+    def notify(self, text: str, level: str = "info") -> None:
+        """A napari notification (``info``, ``warning`` or ``error``)."""
+        from napari.utils import notifications
+
+        getattr(notifications, f"show_{level}")(f"SAM boxes: {text}")
+
+    def _on_picks(self, n: int) -> None:
+        self._picks = n
+        self.say(self._said)
+
+    # -- classes -----------------------------------------------------------------------
+    def choose_class(self, n: int) -> None:
+        """Key ``n``: relabel the selected boxes, else make it the class."""
+        name = self.classes.nth(n)
+        if name is None:
+            return self.say(f"there is no class {n} (the list has {len(self.classes)})")
+        if self.annotator.selected():
+            self.annotator.relabel_selected(name)
+        else:
+            self.box_label.value = name
+            self.say(f"class {n}: {name}")
+
+    def _on_class(self, value: Any = None) -> None:
+        self.annotator.set_label(str(self.box_label.value))
+
+    def _new_class(self) -> None:
+        text = str(self.new_class.value)
+        with contextlib.suppress(ValueError):  # blank: nothing to add
+            self.box_label.value = text  # adds and selects it
+            self.new_class.value = ""
+        self.mode.focus_canvas()
+
+    def _classes_added(self, names: list[str]) -> None:
+        self.classes.add(names)
+        self._save_classes()
+
+    def _save_classes(self) -> None:
+        try:
+            self.classes.save()
+        except (OSError, ValueError) as e:
+            self.notify(f"could not save the class list: {e}", "error")
+        self.box_label.set_classes(self.classes.names)
+        for view in self.annotator.views.values():
+            view.recolour(self.classes)
+
+    def _load_classes(self) -> None:
+        path = str(self.classes_file.value or "")
+        if path in ("", "."):
+            return
+        try:
+            self.classes.load(path)
+        except (OSError, ValueError) as e:
+            self.notify(str(e), "error")
+        self._save_classes()
+
+    # -- images and runs -------------------------------------------------------------
+    def _image_choices(self, _: Any = None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        return [(la.name, la) for la in self.viewer.layers if isinstance(la, Image)]
+
+    def _reset_images(self, event: Any = None) -> None:
+        self.image.reset_choices()
+
+    def _on_active_layer(self, event: Any = None) -> None:
+        active = self.viewer.layers.selection.active
+        if active is not None and active in [c[1] for c in self._image_choices()]:
+            self.image.value = active
+
+    def _checkpoint_found(self) -> bool:
+        value = str(self.checkpoint.value or "")
+        return value not in ("", ".") and Path(value).is_file()
+
+    def _update_checkpoint_status(self, event: Any = None) -> None:
+        found = self._checkpoint_found()
+        self.download.enabled = not found
+        path = Path(str(self.checkpoint.value or ""))
+        self.say(f"checkpoint: {path.name}" if found else "")
+
+    def request_for(self, image: Any, auto: bool = False) -> RunRequest | None:
+        """A run request for ``image`` from the controls; None (and a
+        notification) when it cannot run. ``auto`` (folder mode's run of a
+        new image): no checkpoint is said in the status line only."""
+        if image is None:
+            self.notify("open or select an image layer first.", "error")
+            return None
+        if not self._checkpoint_found():
+            if auto:
+                self.say("")
+                return None
+            self.notify(
+                "no checkpoint file. Choose mobile_sam.pt or press 'Download weights'.",
+                "error",
+            )
+            return None
+        try:
+            settings = self.session.settings.with_(
+                points_per_side=int(self.points_per_side.value),
+                crop_n_layers=int(self.crop_n_layers.value),
+            )
+            return controls.run_request(
+                settings,
+                image,
+                str(self.checkpoint.value),
+                str(self.device.value),
+                tuple(self.viewer.dims.point),
+                lambda text: self.notify(text, "warning"),
+            )
+        except (SettingsError, ValueError) as e:
+            self.notify(str(e), "error")
+            return None
+
+    def start_run(self, event: Any = None) -> bool:
+        """Run the pipeline on the chosen image layer."""
+        if self.annotator.run is not None:
+            self.notify("a run is already going; cancel it first.")
+            return False
+        image = self.image.value
+        request = self.request_for(image)
+        if request is None:
+            return False
+        fm = self.folder_mode
+        on_folder = fm is not None and image is fm.image and fm.index >= 0
+        key = fm.session.key(fm.index) if on_folder and fm else layer_key(image)
+        self.runs.stop("lookahead")  # the shown image goes first
+        self.run.enabled, self.cancel.enabled = False, True
+        started = self.annotator.start_run(image, key, request)
+        if not started:
+            self.run.enabled, self.cancel.enabled = True, False
+        return started
+
+    def _on_run_finished(self, outcome: str) -> None:
+        if not self._closed:
+            self.run.enabled, self.cancel.enabled = True, False
+            self.say(self._said)
+        self.run_finished.emit(outcome)
+
+    def _on_thresholds(self, event: Any = None) -> None:
+        try:
+            self.session.set_thresholds(*controls.thresholds(self.__getitem__))
+        except SettingsError as e:
+            return self.notify(str(e), "error")
+        if self.session.candidate_set is not None:
+            self.annotator.draw_candidates()
+            self.say(f"{len(self.session.candidates)} candidates")
+
+    def _on_move(self, world: Any) -> None:
+        view = self.annotator.view
+        if view is not None and view.image in self.viewer.layers:
+            self.annotator.preview(view.image.world_to_data(world))
+
+    def _toggle_settings(self) -> None:
+        group = self["settings_group"]
+        group.visible = not group.visible
+        self.show_settings.text = "Settings v" if group.visible else "Settings >"
+
+    def _download(self) -> None:
+        from ..model import fetch_weights
+
+        def done(path: Path) -> None:
+            self.checkpoint.value = str(path)
+            self.notify(f"downloaded {path}")
+
+        def failed(exc: BaseException) -> None:
+            self.notify(
+                f"the download failed ({exc}); download mobile_sam.pt by hand and "
+                "choose it as the checkpoint.",
+                "error",
+            )
+            self._update_checkpoint_status()
+
+        self.download.enabled = False
+        self.say("downloading weights...")
+        self.runs.submit("download", fetch_weights, on_return=done, on_error=failed)
+
+    # -- the box list ------------------------------------------------------------------
+    def _select_rows(self, rows: list[int]) -> None:
+        self.annotator.select(rows)
+
+    def _relabel_row(self, row: int, name: str) -> None:
+        self.box_label.value = name  # a new name becomes a class
+        self.annotator.apply(self.session.relabel([row], name))
+
+    # -- folder mode -------------------------------------------------------------------
+    def open_folder(self, event: Any = None) -> None:
+        """Open the folder of the ``folder`` control (folder mode)."""
+        path = Path(str(self.folder.value or ""))
+        if not path.is_dir():
+            return self.notify(f"{path} is not a folder.", "error")
+        if self.folder_mode is not None:
+            self.folder_mode.close()
+        try:
+            fm = FolderController(
+                self.viewer,
+                path,
+                self.annotator,
+                self.runs,
+                lambda image: self.request_for(image, auto=True),
+                self.say,
+                self.notify,
+                self._show_progress,
+            )
+        except (OSError, ValueError) as e:
+            return self.notify(str(e), "error")
+        self.folder_mode = fm
+        fm.on_closed = lambda: self._folder_closed(fm)
+        self.session.forget([str(p) for p in fm.session.images])
+        with self.classes_file.changed.blocked():
+            self.classes_file.value = str(fm.session.dataset.classes_path)
+        self.classes.replace(fm.session.classes.names)
+        self.classes.path = fm.session.classes.path
+        self.box_label.set_classes(self.classes.names)
+        for name in _FOLDER_BUTTONS:
+            self[name].enabled = True
+        fm.show(0)
+
+    def _folder_closed(self, fm: FolderController) -> None:
+        if self.folder_mode is fm:
+            self.folder_mode = None
+            if not self._closed:
+                for name in _FOLDER_BUTTONS:
+                    self[name].enabled = False
+
+    def _show_progress(self, text: str) -> None:
+        if not self._closed:
+            self.folder_progress.value = text
+            self.say(self._said)
+
+    def _folder_do(self, action: str, *args: Any) -> None:
+        if self.folder_mode is None:
+            return self.notify("open a folder first (the 'folder' control).")
+        getattr(self.folder_mode, action)(*args)
+
+    def toggle_done(self) -> None:
+        """Mark the shown image done (again: not done any more)."""
+        if self.folder_mode is None:
+            return self.notify(
+                "open a folder first: done flags live beside its images."
+            )
+        done = self.folder_mode.toggle_done()
+        self.say("image marked done" if done else "image no longer marked done")
+
+    def pick(self, pts: Any) -> Any:
+        """Pick with points in the image layer's data coordinates (rows,
+        columns, leading slice indices), as two clicks would."""
+        return self.annotator.pick(pts)
+
+    @property
+    def current_run(self) -> Any:
+        """The run going now, or None."""
+        return self.annotator.run
+
+    # -- the end -------------------------------------------------------------------
+    def shutdown(self, reason: str = "the viewer was closed") -> None:
+        """Stop for good: pending boxes saved, runs stopped (the panel's own
+        workers waited for, at most 2 s), layers and keys let go."""
+        if self._closed:
+            return
+        self._closed = True
+        # each step on its own: at exit Qt may have deleted some objects
+        for step in (
+            lambda: self.folder_mode.close() if self.folder_mode else None,
+            lambda: self.annotator.close(reason),
+            self.mode.stop,
+            self.runs.shutdown,
+            lambda: setattr(self, "enabled", False),  # its keys do nothing
+        ):
+            with contextlib.suppress(RuntimeError):
+                step()
+
+
+class _DockWatcher(QObject):
+    """The panel's dock hidden (flush, pause), shown (resume) or closed."""
+
+    def __init__(self, widget: SamBoxesWidget) -> None:
+        super().__init__(widget.native)
+        self.w = widget
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
+        w = getattr(self, "w", None)  # None while Python tears it down
+        if w is None or w._closed:
+            return False
+        kind, mode = event.type(), w.folder_mode
+        if kind == QEvent.Type.ParentChange and obj.parent() is None:
+            w.shutdown("the SAM boxes panel was closed")
+        elif mode is not None and not event.spontaneous():
+            if kind == QEvent.Type.Hide:
+                mode.pause()
+            elif kind == QEvent.Type.Show:
+                mode.resume()
+        return False
