@@ -24,6 +24,7 @@ import numpy as np
 
 from .boxes import Boxes
 from .candidates import Candidates, RawMasks
+from .formats.columns import prompt_cells
 from .geometry import level_to_full
 from .select import containing, select_box
 from .settings import DEFAULTS, Settings
@@ -282,13 +283,20 @@ class Session:
         return self._apply(boxes, message)
 
     def add_prompted(
-        self, xyxy: Sequence[float], iou: float, label: str, message: str = ""
+        self,
+        xyxy: Sequence[float],
+        iou: float,
+        label: str,
+        message: str = "",
+        prompt_box: Sequence[float] | None = None,
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
-        predicted IoU as score) on the candidates' slice."""
-        change = self.add(
-            xyxy, label, score=float(iou), source="prompt", slice_index=self.slice_index
-        )
+        predicted IoU as score) on the candidates' slice; ``prompt_box``,
+        the box prompted, is kept for its mask (:mod:`~napari_samboxes.masks`)."""
+        sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
+        kw = {"slice_index": self.slice_index, "source": "prompt", "score": iou}
+        kw["cells"] = {} if prompt_box is None else prompt_cells((), prompt_box, sc)
+        change = self.add(xyxy, label, **kw)
         msg = message or f"added '{label}' from a box prompt"
         return Change(change.boxes, msg, change.changed)
 
@@ -336,11 +344,11 @@ class Session:
         if i is None:
             why = "no candidate box contains both points"
             return PickResult(None, why, span, prompt=True)
-        c = self._candidates
+        c, cset = self._candidates, self.candidate_set
+        cells = prompt_cells([c.points[i]], None, cset.scale)
+        score, box = float(c.scores[i]), c.boxes[i]
         change = self._apply(
-            self.boxes.added(
-                c.boxes[i], label, float(c.scores[i]), "candidate", self.slice_index
-            ),
+            self.boxes.added(box, label, score, "candidate", self.slice_index, cells),
             f"picked '{label}'",
         )
         self._img.last_pick = _LastPick(pts, len(self.boxes) - 1, c.boxes[i].copy())
@@ -366,9 +374,15 @@ class Session:
         if not 0 <= nxt < len(chain):
             which = "largest" if direction > 0 else "smallest"
             return Change(img.boxes, f"already the {which} box here", changed=False)
-        j = chain[nxt]
+        j, sc = chain[nxt], self.candidate_set.scale if self.candidate_set else (1, 1)
         change = self._apply(
-            img.boxes.replaced(lp.row, c.boxes[j], float(c.scores[j]), "candidate"),
+            img.boxes.replaced(
+                lp.row,
+                c.boxes[j],
+                float(c.scores[j]),
+                "candidate",
+                prompt_cells([c.points[j]], None, sc),
+            ),
             f"box {nxt + 1} of {len(chain)} around these points",
         )
         img.last_pick = _LastPick(lp.points, lp.row, c.boxes[j].copy())
