@@ -342,8 +342,10 @@ def test_export_coco_yolo_voc_files(labelled_folder, tmp_path, capsys):
         )
         == 0
     )
-    names = (tmp_path / "y" / "classes.txt").read_text().split()
-    line = (tmp_path / "y" / "labels" / "discs.txt").read_text().split()
+    import yaml
+
+    names = yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["names"]
+    line = (tmp_path / "y" / "labels" / "train" / "discs.txt").read_text().split()
     assert names[int(line[0])] == "disc"
     np.testing.assert_allclose(
         [float(v) for v in line[1:]], [50 / 224, 40 / 160, 50 / 224, 50 / 160]

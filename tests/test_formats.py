@@ -12,7 +12,8 @@ from PIL import Image
 
 from napari_samboxes.dataset import Dataset, FormatError
 from napari_samboxes.formats.boxtable import BoxTable
-from napari_samboxes.formats.convert import export_dataset, import_dataset
+from napari_samboxes.export import export_dataset
+from napari_samboxes.importing import import_dataset
 from napari_samboxes.formats.voc import parse_voc
 from napari_samboxes.formats.yolo import format_yolo, parse_yolo
 
@@ -119,17 +120,29 @@ def test_voc_has_labelimg_elements_and_one_based_values(folder, tmp_path):
 
 
 def test_yolo_values_by_hand(folder, tmp_path):
+    import yaml
+
     export_dataset(folder, "yolo", tmp_path / "out")
-    assert (tmp_path / "out" / "classes.txt").read_text() == "dog\ncat\nbird\n"
-    lines = (tmp_path / "out" / "labels" / "img1.txt").read_text().splitlines()
+    doc = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
+    assert doc["names"] == {0: "dog", 1: "cat", 2: "bird"}
+    assert (doc["train"], doc["val"]) == ("images/train", "images/train")
+    labels = tmp_path / "out" / "labels" / "train"
+    lines = (labels / "img1.txt").read_text().splitlines()
     # box 10..19 x 5..14 in 64 x 48: cx = 15/64, cy = 10/48, w = 10/64, h = 10/48
     assert lines[0] == "1 0.234375 0.20833333 0.15625 0.20833333"
     assert lines[1] == "0 0.5 0.5 1 1"
-    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == [
+    assert sorted(p.name for p in labels.iterdir()) == [
         "img1.txt",
         "img10.txt",
         "img2.txt",
     ]
+    images = tmp_path / "out" / "images" / "train"
+    assert sorted(p.name for p in images.iterdir()) == [
+        "img1.png",
+        "img10.tif",
+        "img2.jpg",
+    ]
+    assert (images / "img1.png").resolve() == (folder / "img1.png").resolve()
 
 
 def test_yolo_round_trip_exact_up_to_20000_pixels():
@@ -158,9 +171,14 @@ def test_stem_collision_gives_two_export_files_and_imports_back(tmp_path):
     ds.save_boxes("a.jpg", table([("dog", 5, 6, 7, 8, np.nan)]))
     export_dataset(d, "yolo", tmp_path / "y")
     export_dataset(d, "voc", tmp_path / "v")
-    assert sorted(p.name for p in (tmp_path / "y" / "labels").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "y" / "labels" / "train").iterdir()) == [
         "a.jpg.txt",
         "a.png.txt",
+    ]
+    # unique stems: Ultralytics pairs images/train/a.png.png with a.png.txt
+    assert sorted(p.name for p in (tmp_path / "y" / "images" / "train").iterdir()) == [
+        "a.jpg.jpg",
+        "a.png.png",
     ]
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         "a.jpg.xml",
@@ -234,9 +252,9 @@ def test_import_of_other_tools_files(tmp_path):
     )
     s = import_dataset(coco, "coco", d)
     assert s.images == 1 and any("crowd" in m for m in s.messages)
-    np.testing.assert_array_equal(
-        Dataset(d).load_boxes("other.png").boxes, [[2, 4, 12, 7]]
-    )
+    t = Dataset(d).load_boxes("other.png")
+    np.testing.assert_array_equal(t.boxes, [[2, 4, 12, 7], [0, 0, 4, 4]])
+    assert t.extra["iscrowd"] == ["0", "1"]  # the crowd region is kept
     # YOLO without a class file, with a confidence column and a polygon
     yolo = tmp_path / "yolo"
     (yolo / "labels").mkdir(parents=True)
@@ -313,21 +331,17 @@ def test_parse_voc_reads_labelimg_output_back(tmp_path):
 
 
 def test_unknown_format_is_a_value_error(folder, tmp_path):
-    with pytest.raises(ValueError, match="yolo, voc, coco"):
+    with pytest.raises(ValueError, match="yolo, yolo-seg, voc, coco"):
         export_dataset(folder, "pascal", tmp_path / "o")
 
 
-def test_yolo_export_refuses_a_class_with_a_line_break(tmp_path):
+@pytest.mark.parametrize("fmt", ["yolo", "yolo-seg", "voc", "coco"])
+def test_export_refuses_a_label_with_a_line_break_naming_file_and_line(tmp_path, fmt):
     d = tmp_path / "data"
     d.mkdir()
     Image.new("RGB", (8, 8)).save(d / "a.png")
-    Dataset(d).save_boxes("a.png", table([("two\nlines", 1, 1, 2, 2, np.nan)]))
-    with pytest.raises(FormatError, match="line break"):
-        export_dataset(d, "yolo", tmp_path / "out")
-    export_dataset(d, "coco", tmp_path / "out")
-    assert (
-        json.loads((tmp_path / "out" / "annotations.json").read_text())["categories"][
-            0
-        ]["name"]
-        == "two\nlines"
-    )
+    rows = [("ok", 1, 1, 2, 2, np.nan), ("two\nlines", 1, 1, 2, 2, np.nan)]
+    Dataset(d).save_boxes("a.png", table(rows))
+    with pytest.raises(FormatError, match=r"a\.csv, line 3: label 'two\\nlines'"):
+        export_dataset(d, fmt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

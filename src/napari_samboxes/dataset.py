@@ -48,6 +48,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .formats.boxtable import BoxTable, read_box_table, write_box_table
+from .formats.errors import FormatError
 
 __all__ = [
     "DONE_FILE",
@@ -72,10 +73,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 ImageRef = str | Path | int
-
-
-class FormatError(ValueError):
-    """A malformed annotation or class file; the message names the file."""
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -460,12 +457,14 @@ class Dataset:
     def save_boxes(self, image: ImageRef, table: BoxTable) -> Path:
         """Write the image's box table atomically to :meth:`annotation_path`.
 
-        The image's file under its other name, if any, is then removed.
+        The image's file under its other name, if any, is then removed. A
+        symbolic link leading out of the folder is refused
+        (:class:`~napari_samboxes.atomic.OutsideError`), nothing written.
         """
         name = self.name(image)
         before = self._find(name, self._existing())
         self.annotations_dir.mkdir(exist_ok=True)
-        path = write_box_table(self.annotation_path(name), table)
+        path = write_box_table(self.annotation_path(name), table, within=self.folder)
         if before is not None and before != path:
             before.unlink(missing_ok=True)
         return path
