@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from napari_samboxes.dataset import Dataset, FormatError
-from napari_samboxes.formats.boxtable import BoxTable
 from napari_samboxes.export import export_dataset
-from napari_samboxes.importing import import_dataset
+from napari_samboxes.formats.boxtable import BoxTable
 from napari_samboxes.formats.voc import parse_voc
 from napari_samboxes.formats.yolo import format_yolo, parse_yolo
+from napari_samboxes.importing import import_dataset
 
 SIZES = {"img1.png": (64, 48), "img2.jpg": (40, 70), "img10.tif": (33, 21)}
 BOXES = {

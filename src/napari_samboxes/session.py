@@ -289,13 +289,17 @@ class Session:
         label: str,
         message: str = "",
         prompt_box: Sequence[float] | None = None,
+        prompt_points: Sequence[Sequence[float]] = (),
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
-        predicted IoU as score) on the candidates' slice; ``prompt_box``,
-        the box prompted, is kept for its mask (:mod:`~napari_samboxes.masks`)."""
+        predicted IoU as score) on the candidates' slice. The prompt (box,
+        points x, y) is kept for its mask (:mod:`~napari_samboxes.masks`)."""
         sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
         kw = {"slice_index": self.slice_index, "source": "prompt", "score": iou}
-        kw["cells"] = {} if prompt_box is None else prompt_cells((), prompt_box, sc)
+        cells = (
+            {} if prompt_box is None else prompt_cells(prompt_points, prompt_box, sc)
+        )
+        kw["cells"] = cells
         change = self.add(xyxy, label, **kw)
         msg = message or f"added '{label}' from a box prompt"
         return Change(change.boxes, msg, change.changed)

@@ -136,7 +136,8 @@ def prompt_cells(
     Empty (no prompt kept) when the prompt was not in the image's own
     pixels (``scale`` of a coarser level than 1) or not finite.
     """
-    nums = [float(v) for p in points for v in p] + [float(v) for v in box or ()]
+    nums = [float(v) for p in points for v in p]
+    nums += [] if box is None else [float(v) for v in box]
     if tuple(scale) != (1.0, 1.0) or not all(math.isfinite(v) for v in nums):
         return {}
     pts = tuple((float(x), float(y)) for x, y in points)
