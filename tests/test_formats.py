@@ -55,7 +55,7 @@ def folder(tmp_path):
     return d
 
 
-@pytest.mark.parametrize("fmt", ["yolo", "voc", "coco"])
+@pytest.mark.parametrize("fmt", ["yolo", "yolo-seg", "voc", "coco"])
 def test_round_trip_is_exact(folder, tmp_path, fmt):
     out = tmp_path / "out"
     summary = export_dataset(folder, fmt, out)
@@ -345,3 +345,93 @@ def test_export_refuses_a_label_with_a_line_break_naming_file_and_line(tmp_path,
     with pytest.raises(FormatError, match=r"a\.csv, line 3: label 'two\\nlines'"):
         export_dataset(d, fmt, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_voc_flags_survive_import_and_export(tmp_path):
+    """LabelImg's difficult=1 (and truncated, occluded, pose) come back out."""
+    d = tmp_path / "data"
+    d.mkdir()
+    Image.new("RGB", (50, 40)).save(d / "photo.jpg")
+    src = tmp_path / "voc"
+    src.mkdir()
+    obj = (
+        "<object><name>cup</name><pose>Left</pose><truncated>0</truncated>"
+        "<difficult>1</difficult><occluded>1</occluded><bndbox><xmin>1</xmin>"
+        "<ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+    )
+    (src / "photo.xml").write_text(
+        f"<annotation><filename>photo.jpg</filename>{obj}</annotation>"
+    )
+    import_dataset(src, "voc", d)
+    t = Dataset(d).load_boxes("photo.jpg")
+    assert {k: t.extra[k] for k in ("difficult", "truncated", "occluded", "pose")} == {
+        "difficult": ["1"],
+        "truncated": ["0"],  # at the border: LabelImg would say 1; kept as read
+        "occluded": ["1"],
+        "pose": ["Left"],
+    }
+    export_dataset(d, "voc", tmp_path / "out")
+    o = ET.parse(tmp_path / "out" / "photo.xml").getroot().find("object")
+    got = {k: o.findtext(k) for k in ("difficult", "truncated", "occluded", "pose")}
+    assert got == {"difficult": "1", "truncated": "0", "occluded": "1", "pose": "Left"}
+    bad = (src / "photo.xml").read_text().replace("<difficult>1", "<difficult>maybe")
+    (src / "photo.xml").write_text(bad)
+    with pytest.raises(FormatError, match="photo.xml, object 1: difficult is 'maybe'"):
+        import_dataset(src, "voc", d, overwrite=True)
+
+
+@pytest.mark.parametrize(
+    "split, match",
+    [("1", None), ("0.8", "add up to 1"), ("0.5,0.6", "add up to 1"), ("a,b", "fractions"),
+     ("0.2,0.2,0.2,0.4", "1 to 3"), ("-0.5,1.5", ">= 0")],
+)  # fmt: skip
+def test_split_fractions_are_checked(split, match):
+    from napari_samboxes.splits import parse_split
+
+    if match is None:
+        assert parse_split(split) == (1.0,)
+        return
+    with pytest.raises(ValueError, match=match):
+        parse_split(split)
+
+
+def test_splits_are_reproducible_and_every_subset_gets_an_image():
+    from napari_samboxes.splits import assign_subsets
+
+    names = [f"img{i}.png" for i in range(10)]
+    a = assign_subsets(names, (0.8, 0.2), seed=4)
+    assert a == assign_subsets(list(reversed(names)), (0.8, 0.2), seed=4)
+    assert sorted(a.values()).count("val") == 2
+    small = assign_subsets(names[:3], (0.9, 0.05, 0.05), seed=0)
+    assert sorted(small.values()) == ["test", "train", "val"]
+    assert set(assign_subsets(names, None).values()) == {"train"}
+
+
+def test_layouts_and_their_files(folder, tmp_path):
+    out = tmp_path / "devkit"
+    export_dataset(folder, "voc", out, layout="devkit")
+    assert (out / "ImageSets" / "Main" / "train.txt").read_text() == (
+        "img1\nimg2\nimg10\n"
+    )
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == [
+        "img1.png",
+        "img10.tif",
+        "img2.jpg",
+    ]
+    root = ET.parse(out / "Annotations" / "img2.xml").getroot()
+    assert (root.findtext("folder"), root.findtext("filename")) == (
+        "JPEGImages",
+        "img2.jpg",
+    )
+    out = tmp_path / "subsets"
+    export_dataset(folder, "coco", out, layout="subsets", split="0.67,0.33")
+    names = sorted(p.name for p in (out / "annotations").iterdir())
+    assert names == ["instances_train.json", "instances_val.json"]
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    val = json.loads((out / "annotations" / "instances_val.json").read_text())
+    assert len(train["images"]) == 2 and len(val["images"]) == 1
+    assert train["categories"] == val["categories"]
+    for bad in ({"layout": "devkit"}, {"split": "0.5,0.5"}):
+        with pytest.raises(ValueError, match="layout"):
+            export_dataset(folder, "coco", tmp_path / "x", **bad)
+    assert not (tmp_path / "x").exists()
