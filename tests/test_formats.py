@@ -435,3 +435,22 @@ def test_layouts_and_their_files(folder, tmp_path):
         with pytest.raises(ValueError, match="layout"):
             export_dataset(folder, "coco", tmp_path / "x", **bad)
     assert not (tmp_path / "x").exists()
+
+
+def test_yolo_import_reads_labelimg_and_flat_layouts(folder, tmp_path):
+    """LabelImg: label files beside classes.txt; flat: labels/ + classes.txt."""
+    export_dataset(folder, "yolo", tmp_path / "u")
+    for layout in ("labelimg", "flat"):
+        src = tmp_path / layout
+        labels = src if layout == "labelimg" else src / "labels"
+        labels.mkdir(parents=True)
+        for f in (tmp_path / "u" / "labels" / "train").glob("*.txt"):
+            shutil.copy(f, labels / f.name)
+        (labels / "classes.txt").write_text("dog\ncat\nbird\n")
+        fresh = images_only(folder, tmp_path / f"fresh-{layout}")
+        s = import_dataset(src, "yolo", fresh)
+        assert (s.images, s.boxes) == (3, 5), s.messages
+        for name, rows in BOXES.items():
+            t = Dataset(fresh).load_boxes(name)
+            assert t.labels == [r[0] for r in rows]
+            np.testing.assert_array_equal(t.boxes, table(rows).boxes)

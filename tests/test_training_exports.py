@@ -65,15 +65,22 @@ def pixel_boxes(xywh_norm, w, h):
 
 @pytest.fixture(scope="module")
 def ultralytics(tmp_path_factory):
-    """Ultralytics offline, its settings in a temporary folder (one import)."""
+    """Ultralytics offline, its settings in a temporary folder (one import).
+
+    Its import changes process-wide settings (numpy's print options,
+    warning filters); they are put back for the tests that follow.
+    """
+    import warnings
+
     env = {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp_path_factory.mktemp("yolo"))}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    pytest.importorskip("ultralytics")
-    from ultralytics.cfg import DEFAULT_CFG
-    from ultralytics.data.dataset import YOLODataset
-    from ultralytics.data.utils import check_det_dataset
-
+    printing = np.get_printoptions()
+    with warnings.catch_warnings():
+        from ultralytics.cfg import DEFAULT_CFG
+        from ultralytics.data.dataset import YOLODataset
+        from ultralytics.data.utils import check_det_dataset
+    np.set_printoptions(**printing)
     yield check_det_dataset, YOLODataset, DEFAULT_CFG
     for k, v in old.items():
         if v is None:
