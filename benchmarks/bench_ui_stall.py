@@ -140,7 +140,7 @@ def main() -> None:
     order = sorted(names)
     worst: dict[str, list[float]] = {k: [] for k in SIZES}
     for _ in range(args.repeats):
-        for i in range(len(order)):
+        for _ in order:
             target = (widget.folder_mode.index + 1) % len(order)
             label = order[target].split("-")[0]
             stalls.start()

@@ -128,7 +128,9 @@ def test_keys_and_clicks_through_a_mixed_folder(
     for i in (2, 1, 0):
         press(Qt.Key.Key_A)
         wait_image(widget, qtbot, i)
-        assert widget.session.boxes == picked[i]  # each image kept its boxes
+        boxes = widget.session.boxes  # each image kept its boxes (masks added)
+        assert boxes.labels == picked[i].labels == ("cup", "plate")
+        np.testing.assert_array_equal(boxes.xyxy, picked[i].xyxy)
     csv = mixed / "annotations" / "3-grey16.csv"
     qtbot.waitUntil(csv.exists, timeout=TIMEOUT)
 
@@ -254,6 +256,7 @@ def test_an_image_with_no_boxes_marked_done_counts_and_exports(
     press(Qt.Key.Key_D)
     wait_image(widget, qtbot, 1)
     assert "image 2 of 4, 0 annotated" in widget.folder_progress.value
+    assert QApplication.focusWidget() is canvas_widget(viewer)  # given back
     press(Qt.Key.Key_Space)  # done, with no boxes
     assert "image 2 of 4, 1 annotated: 2-grey.png (done)" in (
         widget.folder_progress.value

@@ -307,3 +307,61 @@ def test_a_folder_at_the_path_is_refused(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder"):
         write_box_table(d, table())
     assert list(tmp_path.iterdir()) == [d] and not any(d.iterdir())
+
+
+def test_further_columns_round_trip_in_order_and_every_writer_keeps_them(tmp_path):
+    from napari_samboxes.boxes import Boxes
+
+    p = tmp_path / "x.csv"
+    p.write_text(
+        "label,x_min,y_min,x_max,y_max,difficult,pose,note\n"
+        'cat,1,2,3,4,1,Left,"a, b"\ndog,5,6,7,8,,,\n'
+    )
+    t = read_box_table(p)
+    assert t.extra == {
+        "difficult": ["1", ""],
+        "pose": ["Left", ""],
+        "note": ["a, b", ""],
+    }
+    b = Boxes.from_table(t)
+    b = b.relabeled([1], "bird").added([0, 0, 1, 1], "fox", cells={"pose": "Up"})
+    b = b.without([0])
+    write_box_table(p, b.to_table())
+    back = read_box_table(p)
+    assert back.labels == ["bird", "fox"]
+    assert back.extra == {"difficult": ["", ""], "pose": ["", "Up"], "note": ["", ""]}
+    assert p.read_text().splitlines()[0].endswith(",source,difficult,pose,note")
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"label": ["x"]}, "one of the box table's own"),
+        ({"axis-0": ["x"]}, "one of the box table's own"),
+        ({" padded": ["x"]}, "empty or padded"),
+        ({"note": ["x", "y"]}, "needs 1 text cells"),
+        ({"note": ["\ud800"]}, "note of box 0 is not valid Unicode"),
+    ],
+)
+def test_writer_refuses_bad_further_columns(tmp_path, extra, match):
+    t = table()
+    t = BoxTable(t.labels[:1], t.boxes[:1], t.scores[:1], t.slices[:1], extra=extra)
+    with pytest.raises(BoxTableError, match=match):
+        write_box_table(tmp_path / "x.csv", t)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_write_kept_inside_a_folder_refuses_a_link_out_of_it(tmp_path):
+    from napari_samboxes.atomic import OutsideError
+
+    d = tmp_path / "dir"
+    d.mkdir()
+    outside = tmp_path / "outside.csv"
+    outside.write_text("precious")
+    (d / "a.csv").symlink_to(outside)
+    with pytest.raises(OutsideError, match="outside"):
+        write_box_table(d / "a.csv", table(), within=d)
+    assert outside.read_text() == "precious"
+    (d / "b.csv").symlink_to(d / "real.csv")  # inside: written through
+    write_box_table(d / "b.csv", table(), within=d)
+    assert read_box_table(d / "real.csv").labels == table().labels

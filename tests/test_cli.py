@@ -342,8 +342,10 @@ def test_export_coco_yolo_voc_files(labelled_folder, tmp_path, capsys):
         )
         == 0
     )
-    names = (tmp_path / "y" / "classes.txt").read_text().split()
-    line = (tmp_path / "y" / "labels" / "discs.txt").read_text().split()
+    import yaml
+
+    names = yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["names"]
+    line = (tmp_path / "y" / "labels" / "train" / "discs.txt").read_text().split()
     assert names[int(line[0])] == "disc"
     np.testing.assert_allclose(
         [float(v) for v in line[1:]], [50 / 224, 40 / 160, 50 / 224, 50 / 160]
@@ -468,3 +470,34 @@ def test_tighten_folder_snaps_a_shifted_box_onto_its_candidate(
     back = Dataset(d).load_boxes("a.png")
     np.testing.assert_array_equal(back.boxes[0], target)
     assert back.labels == ["cup"] and "1 box(es) moved" in capsys.readouterr().out
+
+
+def test_export_flags_and_their_errors(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "voc"
+    args = ["export", str(labelled_folder), "--format", "voc", "--out", str(out)]
+    assert main([*args, "--layout", "devkit", "--split", "0.5,0.5", "--seed", "2"]) == 0
+    lists = sorted(p.name for p in (out / "ImageSets" / "Main").iterdir())
+    assert lists == ["train.txt", "val.txt"]
+    assert all((out / "JPEGImages").iterdir())
+    capsys.readouterr()
+    for bad, says in (
+        (["--split", "0.5,0.6"], "add up to 1"),
+        (["--layout", "subsets"], "--layout subsets is not one of voc's"),
+        (["--split", "0.8,0.2"], "--split needs subsets: use --layout devkit"),
+    ):
+        o = tmp_path / "bad"
+        rc = main(
+            ["export", str(labelled_folder), "--format", "voc", "--out", str(o), *bad]
+        )
+        assert rc == 2 and says in one_line(capsys.readouterr().err)
+        assert not o.exists()
+
+
+def test_masks_command_on_a_folder_without_prompts(
+    labelled_folder, structured_ckpt, capsys
+):
+    rc = main(
+        ["masks", str(labelled_folder), "--checkpoint", str(structured_ckpt),
+         "--device", "cpu"]
+    )  # fmt: skip
+    assert rc == 0 and "0 masks stored in 0 images" in capsys.readouterr().out

@@ -217,7 +217,7 @@ def test_done_flags_count_skip_survive_and_export(tmp_path):
 
     from PIL import Image
 
-    from napari_samboxes.formats.convert import export_dataset
+    from napari_samboxes.export import export_dataset
 
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(tmp_path / name)
@@ -232,7 +232,7 @@ def test_done_flags_count_skip_survive_and_export(tmp_path):
     for fmt in ("yolo", "voc", "coco"):
         summary = export_dataset(tmp_path, fmt, tmp_path / f"out-{fmt}")
         assert summary.images == 1 and summary.skipped == 2, fmt
-    assert (tmp_path / "out-yolo" / "labels" / "b.txt").read_text() == ""
+    assert (tmp_path / "out-yolo" / "labels" / "train" / "b.txt").read_text() == ""
     root = ET.parse(tmp_path / "out-voc" / "b.xml").getroot()
     assert root.find("filename").text == "b.png" and root.find("object") is None
     coco = json.loads((tmp_path / "out-coco" / "annotations.json").read_text())

@@ -18,9 +18,10 @@ from gui_helpers import child_pick_script, wait_image
 from napari_samboxes._napari.widget import SamBoxesWidget
 from napari_samboxes.cache import CandidateCache
 from napari_samboxes.dataset import Dataset
+from napari_samboxes.export import export_dataset
 from napari_samboxes.formats.boxtable import read_box_table
-from napari_samboxes.formats.convert import export_dataset, import_dataset
 from napari_samboxes.geometry import boxes_from_shapes
+from napari_samboxes.importing import import_dataset
 
 TIMEOUT = 120_000
 

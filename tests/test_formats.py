@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from napari_samboxes.dataset import Dataset, FormatError
+from napari_samboxes.export import export_dataset
 from napari_samboxes.formats.boxtable import BoxTable
-from napari_samboxes.formats.convert import export_dataset, import_dataset
 from napari_samboxes.formats.voc import parse_voc
 from napari_samboxes.formats.yolo import format_yolo, parse_yolo
+from napari_samboxes.importing import import_dataset
 
 SIZES = {"img1.png": (64, 48), "img2.jpg": (40, 70), "img10.tif": (33, 21)}
 BOXES = {
@@ -54,7 +55,7 @@ def folder(tmp_path):
     return d
 
 
-@pytest.mark.parametrize("fmt", ["yolo", "voc", "coco"])
+@pytest.mark.parametrize("fmt", ["yolo", "yolo-seg", "voc", "coco"])
 def test_round_trip_is_exact(folder, tmp_path, fmt):
     out = tmp_path / "out"
     summary = export_dataset(folder, fmt, out)
@@ -119,17 +120,29 @@ def test_voc_has_labelimg_elements_and_one_based_values(folder, tmp_path):
 
 
 def test_yolo_values_by_hand(folder, tmp_path):
+    import yaml
+
     export_dataset(folder, "yolo", tmp_path / "out")
-    assert (tmp_path / "out" / "classes.txt").read_text() == "dog\ncat\nbird\n"
-    lines = (tmp_path / "out" / "labels" / "img1.txt").read_text().splitlines()
+    doc = yaml.safe_load((tmp_path / "out" / "data.yaml").read_text())
+    assert doc["names"] == {0: "dog", 1: "cat", 2: "bird"}
+    assert (doc["train"], doc["val"]) == ("images/train", "images/train")
+    labels = tmp_path / "out" / "labels" / "train"
+    lines = (labels / "img1.txt").read_text().splitlines()
     # box 10..19 x 5..14 in 64 x 48: cx = 15/64, cy = 10/48, w = 10/64, h = 10/48
     assert lines[0] == "1 0.234375 0.20833333 0.15625 0.20833333"
     assert lines[1] == "0 0.5 0.5 1 1"
-    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == [
+    assert sorted(p.name for p in labels.iterdir()) == [
         "img1.txt",
         "img10.txt",
         "img2.txt",
     ]
+    images = tmp_path / "out" / "images" / "train"
+    assert sorted(p.name for p in images.iterdir()) == [
+        "img1.png",
+        "img10.tif",
+        "img2.jpg",
+    ]
+    assert (images / "img1.png").resolve() == (folder / "img1.png").resolve()
 
 
 def test_yolo_round_trip_exact_up_to_20000_pixels():
@@ -158,9 +171,14 @@ def test_stem_collision_gives_two_export_files_and_imports_back(tmp_path):
     ds.save_boxes("a.jpg", table([("dog", 5, 6, 7, 8, np.nan)]))
     export_dataset(d, "yolo", tmp_path / "y")
     export_dataset(d, "voc", tmp_path / "v")
-    assert sorted(p.name for p in (tmp_path / "y" / "labels").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "y" / "labels" / "train").iterdir()) == [
         "a.jpg.txt",
         "a.png.txt",
+    ]
+    # unique stems: Ultralytics pairs images/train/a.png.png with a.png.txt
+    assert sorted(p.name for p in (tmp_path / "y" / "images" / "train").iterdir()) == [
+        "a.jpg.jpg",
+        "a.png.png",
     ]
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         "a.jpg.xml",
@@ -234,9 +252,9 @@ def test_import_of_other_tools_files(tmp_path):
     )
     s = import_dataset(coco, "coco", d)
     assert s.images == 1 and any("crowd" in m for m in s.messages)
-    np.testing.assert_array_equal(
-        Dataset(d).load_boxes("other.png").boxes, [[2, 4, 12, 7]]
-    )
+    t = Dataset(d).load_boxes("other.png")
+    np.testing.assert_array_equal(t.boxes, [[2, 4, 12, 7], [0, 0, 4, 4]])
+    assert t.extra["iscrowd"] == ["0", "1"]  # the crowd region is kept
     # YOLO without a class file, with a confidence column and a polygon
     yolo = tmp_path / "yolo"
     (yolo / "labels").mkdir(parents=True)
@@ -313,21 +331,126 @@ def test_parse_voc_reads_labelimg_output_back(tmp_path):
 
 
 def test_unknown_format_is_a_value_error(folder, tmp_path):
-    with pytest.raises(ValueError, match="yolo, voc, coco"):
+    with pytest.raises(ValueError, match="yolo, yolo-seg, voc, coco"):
         export_dataset(folder, "pascal", tmp_path / "o")
 
 
-def test_yolo_export_refuses_a_class_with_a_line_break(tmp_path):
+@pytest.mark.parametrize("fmt", ["yolo", "yolo-seg", "voc", "coco"])
+def test_export_refuses_a_label_with_a_line_break_naming_file_and_line(tmp_path, fmt):
     d = tmp_path / "data"
     d.mkdir()
     Image.new("RGB", (8, 8)).save(d / "a.png")
-    Dataset(d).save_boxes("a.png", table([("two\nlines", 1, 1, 2, 2, np.nan)]))
-    with pytest.raises(FormatError, match="line break"):
-        export_dataset(d, "yolo", tmp_path / "out")
-    export_dataset(d, "coco", tmp_path / "out")
-    assert (
-        json.loads((tmp_path / "out" / "annotations.json").read_text())["categories"][
-            0
-        ]["name"]
-        == "two\nlines"
+    rows = [("ok", 1, 1, 2, 2, np.nan), ("two\nlines", 1, 1, 2, 2, np.nan)]
+    Dataset(d).save_boxes("a.png", table(rows))
+    with pytest.raises(FormatError, match=r"a\.csv, line 3: label 'two\\nlines'"):
+        export_dataset(d, fmt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_voc_flags_survive_import_and_export(tmp_path):
+    """LabelImg's difficult=1 (and truncated, occluded, pose) come back out."""
+    d = tmp_path / "data"
+    d.mkdir()
+    Image.new("RGB", (50, 40)).save(d / "photo.jpg")
+    src = tmp_path / "voc"
+    src.mkdir()
+    obj = (
+        "<object><name>cup</name><pose>Left</pose><truncated>0</truncated>"
+        "<difficult>1</difficult><occluded>1</occluded><bndbox><xmin>1</xmin>"
+        "<ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
     )
+    (src / "photo.xml").write_text(
+        f"<annotation><filename>photo.jpg</filename>{obj}</annotation>"
+    )
+    import_dataset(src, "voc", d)
+    t = Dataset(d).load_boxes("photo.jpg")
+    assert {k: t.extra[k] for k in ("difficult", "truncated", "occluded", "pose")} == {
+        "difficult": ["1"],
+        "truncated": ["0"],  # at the border: LabelImg would say 1; kept as read
+        "occluded": ["1"],
+        "pose": ["Left"],
+    }
+    export_dataset(d, "voc", tmp_path / "out")
+    o = ET.parse(tmp_path / "out" / "photo.xml").getroot().find("object")
+    got = {k: o.findtext(k) for k in ("difficult", "truncated", "occluded", "pose")}
+    assert got == {"difficult": "1", "truncated": "0", "occluded": "1", "pose": "Left"}
+    bad = (src / "photo.xml").read_text().replace("<difficult>1", "<difficult>maybe")
+    (src / "photo.xml").write_text(bad)
+    with pytest.raises(FormatError, match="photo.xml, object 1: difficult is 'maybe'"):
+        import_dataset(src, "voc", d, overwrite=True)
+
+
+@pytest.mark.parametrize(
+    "split, match",
+    [("1", None), ("0.8", "add up to 1"), ("0.5,0.6", "add up to 1"), ("a,b", "fractions"),
+     ("0.2,0.2,0.2,0.4", "1 to 3"), ("-0.5,1.5", ">= 0")],
+)  # fmt: skip
+def test_split_fractions_are_checked(split, match):
+    from napari_samboxes.splits import parse_split
+
+    if match is None:
+        assert parse_split(split) == (1.0,)
+        return
+    with pytest.raises(ValueError, match=match):
+        parse_split(split)
+
+
+def test_splits_are_reproducible_and_every_subset_gets_an_image():
+    from napari_samboxes.splits import assign_subsets
+
+    names = [f"img{i}.png" for i in range(10)]
+    a = assign_subsets(names, (0.8, 0.2), seed=4)
+    assert a == assign_subsets(list(reversed(names)), (0.8, 0.2), seed=4)
+    assert sorted(a.values()).count("val") == 2
+    small = assign_subsets(names[:3], (0.9, 0.05, 0.05), seed=0)
+    assert sorted(small.values()) == ["test", "train", "val"]
+    assert set(assign_subsets(names, None).values()) == {"train"}
+
+
+def test_layouts_and_their_files(folder, tmp_path):
+    out = tmp_path / "devkit"
+    export_dataset(folder, "voc", out, layout="devkit")
+    assert (out / "ImageSets" / "Main" / "train.txt").read_text() == (
+        "img1\nimg2\nimg10\n"
+    )
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == [
+        "img1.png",
+        "img10.tif",
+        "img2.jpg",
+    ]
+    root = ET.parse(out / "Annotations" / "img2.xml").getroot()
+    assert (root.findtext("folder"), root.findtext("filename")) == (
+        "JPEGImages",
+        "img2.jpg",
+    )
+    out = tmp_path / "subsets"
+    export_dataset(folder, "coco", out, layout="subsets", split="0.67,0.33")
+    names = sorted(p.name for p in (out / "annotations").iterdir())
+    assert names == ["instances_train.json", "instances_val.json"]
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    val = json.loads((out / "annotations" / "instances_val.json").read_text())
+    assert len(train["images"]) == 2 and len(val["images"]) == 1
+    assert train["categories"] == val["categories"]
+    for bad in ({"layout": "devkit"}, {"split": "0.5,0.5"}):
+        with pytest.raises(ValueError, match="layout"):
+            export_dataset(folder, "coco", tmp_path / "x", **bad)
+    assert not (tmp_path / "x").exists()
+
+
+def test_yolo_import_reads_labelimg_and_flat_layouts(folder, tmp_path):
+    """LabelImg: label files beside classes.txt; flat: labels/ + classes.txt."""
+    export_dataset(folder, "yolo", tmp_path / "u")
+    for layout in ("labelimg", "flat"):
+        src = tmp_path / layout
+        labels = src if layout == "labelimg" else src / "labels"
+        labels.mkdir(parents=True)
+        for f in (tmp_path / "u" / "labels" / "train").glob("*.txt"):
+            shutil.copy(f, labels / f.name)
+        (labels / "classes.txt").write_text("dog\ncat\nbird\n")
+        fresh = images_only(folder, tmp_path / f"fresh-{layout}")
+        s = import_dataset(src, "yolo", fresh)
+        assert (s.images, s.boxes) == (3, 5), s.messages
+        for name, rows in BOXES.items():
+            t = Dataset(fresh).load_boxes(name)
+            assert t.labels == [r[0] for r in rows]
+            np.testing.assert_array_equal(t.boxes, table(rows).boxes)

@@ -19,7 +19,28 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["OutsideError", "atomic_write_bytes", "atomic_write_text", "check_inside"]
+
+
+class OutsideError(PermissionError):
+    """A write that would land outside the folder it must stay in."""
+
+
+def check_inside(path: str | Path, within: str | Path) -> Path:
+    """``path``'s real file (links followed), which must lie in ``within``.
+
+    Raises
+    ------
+    OutsideError
+        When a symbolic link (of the path or of a folder above it) leads out
+        of ``within``.
+    """
+    real = Path(os.path.realpath(path))
+    root = Path(os.path.realpath(within))
+    if real != root and root not in real.parents:
+        link = "is a symbolic link" if Path(path).is_symlink() else "leads"
+        raise OutsideError(f"{path} {link} to {real}, outside {root}; not written")
+    return real
 
 
 def _target(path: Path) -> Path:
@@ -52,7 +73,9 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | Path, data: bytes, *, within: str | Path | None = None
+) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename).
 
     Parameters
@@ -61,6 +84,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         The file to write. A symbolic link is written through to its target.
     data : bytes
         The whole new content.
+    within : str or Path, optional
+        A folder the written file must lie in (links followed).
 
     Returns
     -------
@@ -71,11 +96,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     ------
     IsADirectoryError
         If ``path`` is a folder.
+    OutsideError
+        If ``within`` is given and the file lies outside it.
     OSError
         If the write fails (the previous file is then intact and no
         temporary file is left behind).
     """
     path = Path(path)
+    if within is not None:
+        check_inside(path, within)
     target = _target(path)
     if target.is_dir():
         raise IsADirectoryError(
@@ -105,6 +134,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(
+    path: str | Path, text: str, *, within: str | Path | None = None
+) -> Path:
     """Write UTF-8 ``text`` atomically (no newline translation)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), within=within)

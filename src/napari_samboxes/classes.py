@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .dataset import merge_classes, read_classes, write_classes
+from .formats.text import label_problem
 
 __all__ = ["DEFAULT_CLASS", "PALETTE", "ClassList", "check_class_name"]
 
@@ -48,18 +48,16 @@ def check_class_name(name: str) -> str:
     Raises
     ------
     ValueError
-        For a blank name, or one holding a line break or another control
-        character (``classes.txt`` holds one name per line).
+        For a blank name, or one that no annotation format can hold (a line
+        break, another control character; see
+        :func:`~napari_samboxes.formats.text.label_problem`).
     """
     text = str(name).strip()
     if not text:
         raise ValueError("a class name cannot be blank")
-    bad = [c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")]
-    if bad:
-        raise ValueError(
-            f"a class name cannot hold a line break or control character "
-            f"({bad[0]!r} in {text!r})"
-        )
+    problem = label_problem(text)
+    if problem:
+        raise ValueError(f"not a class name: {problem}")
     return text
 
 

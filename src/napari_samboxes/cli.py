@@ -1,4 +1,4 @@
-"""The ``napari-samboxes`` command: view, propose, export, import, fetch-weights.
+"""The ``napari-samboxes`` command: view, propose, export, import, masks, ...
 
 Every failure is one line on stderr and a non-zero exit, never a traceback:
 exit code 2 for bad arguments (checked before the model is loaded), 1 for
@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .cli_datasets import DATASET_COMMANDS, add_dataset_commands, run_dataset_command
 from .settings import DEFAULTS, Settings, SettingsError
 
 __all__ = ["main"]
@@ -67,18 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="run on a local Dask cluster of N processes"
     )
     where.add_argument("--scheduler", help="run on the Dask cluster at ADDRESS")
-    fmts = ["yolo", "voc", "coco"]
-    ex = sub.add_parser("export", help="write a folder's box tables as YOLO/VOC/COCO")
-    ex.add_argument("folder", help="image folder (with annotations/)")
-    ex.add_argument("--format", required=True, choices=fmts)
-    ex.add_argument("--out", required=True, help="output folder")
-    im = sub.add_parser("import", help="turn YOLO/VOC/COCO files into box tables")
-    im.add_argument("src", help="label folder or file (COCO .json, VOC .xml)")
-    im.add_argument("--format", required=True, choices=fmts)
-    im.add_argument("folder", help="image folder (box tables go to annotations/)")
-    im.add_argument(
-        "--overwrite", action="store_true", help="replace existing box tables"
-    )
+    add_dataset_commands(sub)
     t = sub.add_parser("tighten", help="snap a folder's boxes to SAM's candidates")
     t.add_argument("folder", help="image folder (with annotations/)")
     t.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
@@ -130,27 +120,6 @@ def _view(target: str | None) -> int:
         viewer.close()
         return _fail(f"{target}: cannot open it: {e}")
     napari.run()
-    return 0
-
-
-def _convert(args: argparse.Namespace) -> int:
-    """``export`` and ``import``: print the summary and its messages."""
-    from .dataset import FormatError
-    from .formats.boxtable import BoxTableError
-    from .formats.convert import export_dataset, import_dataset
-
-    try:
-        if args.command == "export":
-            summary = export_dataset(args.folder, args.format, args.out)
-        else:
-            summary = import_dataset(
-                args.src, args.format, args.folder, overwrite=args.overwrite
-            )
-    except (FormatError, BoxTableError, ValueError, OSError) as e:
-        return _fail(e)
-    print(summary)
-    for m in summary.messages:
-        print(m)
     return 0
 
 
@@ -288,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return _view(args.image)
         if args.command == "propose":
             return _propose(args)
-        if args.command in ("export", "import"):
-            return _convert(args)
+        if args.command in DATASET_COMMANDS:
+            return run_dataset_command(args)
         if args.command == "tighten":
             return _tighten(args)
         return _fetch(args.dest)

@@ -48,6 +48,8 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .formats.boxtable import BoxTable, read_box_table, write_box_table
+from .formats.errors import FormatError
+from .formats.text import check_label, text_lines
 
 __all__ = [
     "DONE_FILE",
@@ -72,10 +74,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 ImageRef = str | Path | int
-
-
-class FormatError(ValueError):
-    """A malformed annotation or class file; the message names the file."""
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -133,12 +131,24 @@ def read_classes(path: str | Path) -> list[str]:
     """Class names, one per line (LabelImg's ``predefined_classes.txt``).
 
     Names are stripped; blank lines and repeats are skipped; order is kept.
+    Lines end at ``\n``, ``\r\n`` or ``\r`` only (a U+2028 inside a name
+    does not split it).
+
+    Raises
+    ------
+    FormatError
+        For a file that is not UTF-8, or a name no format can hold (a
+        control character, say), naming the line.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise FormatError(f"{path}: not UTF-8 text ({e})") from e
-    return merge_classes(text.splitlines())
+    lines = text_lines(text)
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            check_label(line.strip(), f"{path}, line {i}", "class name")
+    return merge_classes(lines)
 
 
 def write_classes(path: str | Path, names: Iterable[str]) -> Path:
@@ -465,12 +475,14 @@ class Dataset:
     def save_boxes(self, image: ImageRef, table: BoxTable) -> Path:
         """Write the image's box table atomically to :meth:`annotation_path`.
 
-        The image's file under its other name, if any, is then removed.
+        The image's file under its other name, if any, is then removed. A
+        symbolic link leading out of the folder is refused
+        (:class:`~napari_samboxes.atomic.OutsideError`), nothing written.
         """
         name = self.name(image)
         before = self._find(name, self._existing())
         self.annotations_dir.mkdir(exist_ok=True)
-        path = write_box_table(self.annotation_path(name), table)
+        path = write_box_table(self.annotation_path(name), table, within=self.folder)
         if before is not None and before != path:
             before.unlink(missing_ok=True)
         return path

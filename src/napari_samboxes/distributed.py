@@ -68,7 +68,8 @@ def plan_jobs(
     """``(image, box table)`` pairs for the arguments, and what was skipped.
 
     Folders are walked (not recursively) for images; an image given twice
-    is done once; a missing file is kept, to be reported as it fails.
+    is done once; a missing file is kept, to be reported as it fails. A
+    target that is a symbolic link out of ``out`` is skipped.
     """
     from .dataset import list_images
 
@@ -86,12 +87,19 @@ def plan_jobs(
     paths = list(seen.values())
     inputs = set(seen)
     jobs = []
+    from .atomic import OutsideError, check_inside
+
     for p, key in output_keys(paths).items():
         target = out / f"{key}.csv"
         if target.resolve() in inputs:
             skipped.append(f"{p}: output {target} would overwrite an input; skipped")
-        else:
-            jobs.append((p, target))
+            continue
+        try:
+            check_inside(target, out)  # never write through a link out of OUT
+        except OutsideError as e:
+            skipped.append(f"{p}: {e}; skipped")
+            continue
+        jobs.append((p, target))
     return jobs, skipped
 
 

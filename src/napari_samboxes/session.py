@@ -27,6 +27,7 @@ import numpy as np
 
 from .boxes import Boxes
 from .candidates import Candidates, RawMasks
+from .formats.columns import prompt_cells
 from .geometry import level_to_full
 from .select import containing, select_box
 from .settings import DEFAULTS, Settings
@@ -312,15 +313,36 @@ class Session:
         return self._apply(boxes, message, key)
 
     def add_prompted(
-        self, xyxy: Sequence[float], iou: float, label: str, message: str = ""
+        self,
+        xyxy: Sequence[float],
+        iou: float,
+        label: str,
+        message: str = "",
+        prompt_box: Sequence[float] | None = None,
+        prompt_points: Sequence[Sequence[float]] = (),
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
-        predicted IoU as score) on the candidates' slice."""
-        change = self.add(
-            xyxy, label, score=float(iou), source="prompt", slice_index=self.slice_index
+        predicted IoU as score) on the candidates' slice. The prompt (box,
+        points x, y) is kept for its mask (:mod:`~napari_samboxes.masks`)."""
+        sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
+        kw = {"slice_index": self.slice_index, "source": "prompt", "score": iou}
+        cells = (
+            {} if prompt_box is None else prompt_cells(prompt_points, prompt_box, sc)
         )
+        kw["cells"] = cells
+        change = self.add(xyxy, label, **kw)
         msg = message or f"added '{label}' from a box prompt"
         return Change(change.boxes, msg, change.changed, change.key)
+
+    def set_masks(self, before: Boxes, after: Boxes, key: str | None = None) -> Change:
+        """Masks computed in the background for ``before`` (the same boxes
+        with their ``mask`` cells): no undo step, and nothing when the boxes
+        changed meanwhile."""
+        key, img = self._of(key)
+        if img.boxes is not before or len(after) != len(before):
+            return Change(img.boxes, "", changed=False, key=key)
+        img.boxes = after
+        return Change(after, "", key=key)
 
     def undo(self, key: str | None = None) -> Change:
         """Undo the last change of the current image (or of image ``key``)."""
@@ -366,11 +388,11 @@ class Session:
         if i is None:
             why = "no candidate box contains both points"
             return PickResult(None, why, span, prompt=True)
-        c = self._candidates
+        c, cset = self._candidates, self.candidate_set
+        cells = prompt_cells([c.points[i]], None, cset.scale)
+        score, box = float(c.scores[i]), c.boxes[i]
         change = self._apply(
-            self.boxes.added(
-                c.boxes[i], label, float(c.scores[i]), "candidate", self.slice_index
-            ),
+            self.boxes.added(box, label, score, "candidate", self.slice_index, cells),
             f"picked '{label}'",
         )
         self._img.last_pick = _LastPick(pts, len(self.boxes) - 1, c.boxes[i].copy())
@@ -400,9 +422,15 @@ class Session:
             return Change(
                 img.boxes, f"already the {which} box here", False, self.image_key
             )
-        j = chain[nxt]
+        j, sc = chain[nxt], self.candidate_set.scale if self.candidate_set else (1, 1)
         change = self._apply(
-            img.boxes.replaced(lp.row, c.boxes[j], float(c.scores[j]), "candidate"),
+            img.boxes.replaced(
+                lp.row,
+                c.boxes[j],
+                float(c.scores[j]),
+                "candidate",
+                prompt_cells([c.points[j]], None, sc),
+            ),
             f"box {nxt + 1} of {len(chain)} around these points",
         )
         img.last_pick = _LastPick(lp.points, lp.row, c.boxes[j].copy())

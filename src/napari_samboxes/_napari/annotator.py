@@ -70,6 +70,10 @@ class Annotator:
     picks_changed = Signal(int)
     #: Labels became classes (a list of names).
     classes_added = Signal(list)
+    #: Another image is shown (keys and clicks are for it now).
+    attached = Signal()
+    #: The boxes selected in the shown image's boxes layer changed (rows).
+    selection_changed = Signal(list)
 
     def __init__(
         self,
@@ -127,9 +131,11 @@ class Annotator:
             self.views[str(image.unique_id)] = view
             self.edits.watch(view)
             view.bindings["picks"].on("data", lambda e: self._on_picks(view, e))
+            view.bindings["boxes"].on("selection", lambda *_: self._on_selection(view))
             if seed is None and view.layer("boxes") is not None:
                 seed = self._boxes_in_layer(view)
-        if self.view is not view or view.key != key:
+        moved = self.view is not view or view.key != key
+        if moved:
             for v in {self.view, view} - {None}:
                 v.clear_picks()  # type: ignore[union-attr]
                 v.set_preview(None, ())  # type: ignore[union-attr]
@@ -141,6 +147,8 @@ class Annotator:
         self.draw_candidates()
         self.activate_picks()
         self.shown.emit(boxes)
+        if moved:
+            self.attached.emit()
         return view
 
     def release_image(self, image: Any) -> None:
@@ -340,7 +348,7 @@ class Annotator:
             else:
                 self.notify(result.reason)
             return None
-        return self.apply(result.change)
+        return self.add_with_mask(result.change)
 
     def preview(self, cursor: np.ndarray) -> np.ndarray | None:
         """Show the box a pick would give for a cursor in the image's data
@@ -380,7 +388,38 @@ class Annotator:
 
     def step(self, direction: int) -> Change:
         """The next larger (+1) or smaller (-1) box around the last pick."""
-        return self.apply(self.session.step(direction))
+        return self.add_with_mask(self.session.step(direction))
+
+    def add_with_mask(self, change: Change) -> Change:
+        """Draw a change that made a box from SAM, then compute the box's
+        mask (from its prompt and the image embedding) in the ``prompt``
+        worker; it is stored with the box, without an undo step."""
+        self.apply(change)
+        emb = self.session.embedding
+        if emb is None and self.run is not None:
+            emb = self.run.embedding
+        req = self.request
+        if not change.changed or emb is None or req is None or self.closed:
+            return change  # ``napari-samboxes masks DIR`` fills it in later
+        from ..masks import fill_masks
+        from ..pipeline import get_model
+
+        before = change.boxes
+
+        def job() -> Any:  # every box still without its mask, in the worker
+            return fill_masks(before, get_model(req.checkpoint, req.device), emb)
+
+        def done(after: Any) -> None:
+            stored = self.session.set_masks(before, after, change.key)
+            if stored.changed and not self.closed:
+                self.changed.emit(stored)  # saved; nothing to redraw
+
+        self.runs.submit("prompt", job, on_return=done)
+        return change
+
+    def _on_selection(self, view: ImageLayers) -> None:
+        if view is self.view and not self.closed:
+            self.selection_changed.emit(self.selected())
 
     def selected(self) -> list[int]:
         """The boxes selected in the shown image's boxes layer."""
@@ -493,7 +532,12 @@ class Annotator:
                     "no candidate holds both points and SAM found no object in "
                     "their box; draw it by hand."
                 )
-            self.apply(self.session.add_prompted(got[0], float(ious[0]), label))
+            kept = points[0] if PROMPT_WITH_POINTS else ()
+            self.add_with_mask(
+                self.session.add_prompted(
+                    got[0], float(ious[0]), label, prompt_box=box[0], prompt_points=kept
+                )
+            )
             self.notify(
                 f"no candidate held both points: box from SAM (IoU {ious[0]:.2f})"
             )

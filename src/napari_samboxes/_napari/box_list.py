@@ -92,7 +92,9 @@ class BoxTableModel(QAbstractTableModel):
             base |= Qt.ItemFlag.ItemIsEditable
         return base
 
-    def setData(self, index: QModelIndex, value: Any, role: int = 0) -> bool:  # noqa: N802
+    def setData(  # noqa: N802 (Qt's)
+        self, index: QModelIndex, value: Any, role: Any = Qt.ItemDataRole.EditRole
+    ) -> bool:
         if role != Qt.ItemDataRole.EditRole or index.column() != 0:
             return False
         name = str(value).strip()

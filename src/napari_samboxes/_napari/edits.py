@@ -86,8 +86,9 @@ class LayerEdits:
 
     def take_layer(self, view: ImageLayers, what: str) -> None:
         """The boxes layer as it is now becomes the boxes of its image."""
-        try:
+        try:  # the further columns (flags, prompts, masks) are kept
             new = view.read_boxes(self.defaults())
+            new = new.carrying(self.session.boxes_of(view.key))
         except ValueError as e:  # a shape that is no box (NaN, several slices)
             self.warn(f"{e}; the edit is undone.")
             QTimer.singleShot(0, lambda: self._redraw(view))

@@ -172,7 +172,7 @@ class LayerBinding:
 
 def _emitter(layer: Any, event: str) -> Any:
     if event == "selection":
-        return layer.selected_data.events.changed
+        return layer.selected_data.events.items_changed
     return getattr(layer.events, event)
 
 

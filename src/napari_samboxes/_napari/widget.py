@@ -175,6 +175,8 @@ class SamBoxesWidget(Container):
         a.run_finished.connect(self._on_run_finished)
         a.shown.connect(lambda boxes: self.box_list.show_boxes(boxes, a.selected()))
         a.picks_changed.connect(self._on_picks)
+        a.attached.connect(lambda: self.mode.focus_canvas())
+        a.selection_changed.connect(self.box_list.set_selected)
         a.classes_added.connect(self._classes_added)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._reset_images)

@@ -8,6 +8,10 @@ from: ``candidate`` (picked among the candidates), ``prompt`` (segmented
 from a prompt), ``hand`` (drawn by hand) or ``import`` (read from a file
 that does not say: older tables without the column, other tools).
 
+Further columns follow, kept as text (:attr:`BoxTable.extra`): readers
+that do not know a column ignore it and every writer keeps it (those with
+a meaning: :mod:`napari_samboxes.formats.columns`).
+
 Whatever :func:`write_box_table` accepts, :func:`read_box_table` reads back
 identically: labels are any text (empty, long, quotes, line breaks, NUL,
 non-ASCII); the writer refuses what it could not give back (NaN boxes,
@@ -73,6 +77,8 @@ class BoxTable:
         (N, S) leading (slice) coordinates for nD images; S may be 0.
     sources : list of str
         One of :data:`SOURCES` per box. Empty: all :data:`MISSING_SOURCE`.
+    extra : dict of str to list of str
+        Further columns, in order: name -> one text cell per box.
     """
 
     labels: list[str] = field(default_factory=list)
@@ -80,6 +86,7 @@ class BoxTable:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     slices: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     sources: list[str] = field(default_factory=list)
+    extra: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -140,6 +147,13 @@ def _checked(
     for i, s in enumerate(sources):
         if s not in SOURCES:
             raise bad(f"source of box {i} is {s!r}, not one of {', '.join(SOURCES)}")
+    for name, cells in t.extra.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise bad(f"extra column name {name!r} is empty or padded")
+        if name in BOX_COLUMNS or _SLICE_COL.match(name):
+            raise bad(f"extra column {name!r} is one of the box table's own")
+        if len(cells) != n or not all(isinstance(c, str) for c in cells):
+            raise bad(f"extra column {name!r} needs {n} text cells")
     if sys.version_info < (3, 11):  # pragma: no cover - csv reads NUL from 3.11
         for i, lab in enumerate(t.labels):
             if "\x00" in lab:
@@ -147,8 +161,12 @@ def _checked(
     return boxes, scores, slices, sources
 
 
-def write_box_table(path: str | Path, table: BoxTable) -> Path:
+def write_box_table(
+    path: str | Path, table: BoxTable, *, within: str | Path | None = None
+) -> Path:
     """Write a box table atomically; an empty table gives a header-only file.
+
+    ``within``: a folder the file (a link's target) must lie in.
 
     Raises
     ------
@@ -157,7 +175,8 @@ def write_box_table(path: str | Path, table: BoxTable) -> Path:
         shape, NaN or infinite coordinates, ``x_min > x_max``, a label that
         is not text or not encodable, an unknown source); nothing is written.
     OSError
-        If the file cannot be written; the previous file is then intact.
+        If the file cannot be written (or lies outside ``within``); the
+        previous file is then intact.
     """
     path = Path(path)
     boxes, scores, slices, sources = _checked(path, table)
@@ -165,24 +184,33 @@ def write_box_table(path: str | Path, table: BoxTable) -> Path:
     buf = io.StringIO()
     # RFC 4180 line ends; a label holding a line break is then quoted
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow([f"axis-{i}" for i in range(n_slice)] + list(BOX_COLUMNS))
+    extra = list(table.extra.items())
+    w.writerow(
+        [f"axis-{i}" for i in range(n_slice)]
+        + list(BOX_COLUMNS)
+        + [name for name, _ in extra]
+    )
     for i, label in enumerate(table.labels):
         w.writerow(
             [_fmt(v) for v in slices[i]]
             + [label]
             + [_fmt(v) for v in boxes[i]]
             + [_fmt(scores[i]), sources[i]]
+            + [cells[i] for _, cells in extra]
         )
     text = buf.getvalue()
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        i = next(i for i, s in enumerate(table.labels) if not _encodable(s))
-        raise BoxTableError(
-            f"{path}: not written: label of box {i} is not valid Unicode text "
-            f"({table.labels[i]!r})"
-        ) from None
-    return atomic_write_text(path, text)
+        for what, col in [("label", table.labels), *extra]:
+            for i, v in enumerate(col):
+                if not _encodable(v):
+                    raise BoxTableError(
+                        f"{path}: not written: {what} of box {i} is not valid "
+                        f"Unicode text ({v!r})"
+                    ) from None
+        raise
+    return atomic_write_text(path, text, within=within)
 
 
 def _encodable(s: str) -> bool:
@@ -345,10 +373,16 @@ def read_box_table(path: str | Path) -> BoxTable:
                     f"{', '.join(SOURCES)}"
                 )
     i_label = header.index("label")
+    known = {*BOX_COLUMNS, *(header[i] for _, i in slice_cols)}
+    extra: dict[str, list[str]] = {}
+    for i, name in enumerate(header):
+        if name and name not in known and name not in extra:
+            extra[name] = [r[i] for r in rows]
     return BoxTable(
         labels=[r[i_label] for r in rows],
         boxes=boxes,
         scores=scores,
         slices=arr[:, :n_slice],
         sources=sources,
+        extra=extra,
     )
