@@ -4,8 +4,9 @@
 
 * ``first-screen.png``: ``napari-samboxes view`` with no weights anywhere;
   prints the canvas width against the window width.
-* ``screenshot.png``: a folder session (structured test checkpoint), boxes
-  of two classes, and the preview of the box a second click would give.
+* ``screenshot.png``: a folder session (structured test checkpoint): the
+  grouped dock with the box list, boxes of three classes (one selected in
+  the list), and the preview of the box a second click would give.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def folder_session(tmp: Path) -> None:
     import napari
     from PIL import Image
 
-    from napari_samboxes._sample_data import sample_image
+    from napari_samboxes._napari.sample_data import sample_image
     from napari_samboxes._napari.widget import SamBoxesWidget
     from napari_samboxes.cache import CandidateCache
     from napari_samboxes.testing import write_structured_checkpoint
@@ -68,7 +69,10 @@ def folder_session(tmp: Path) -> None:
     widget.points_per_side.value = 8
     widget.folder.value = str(shots)
     app = QApplication.instance()
-    while widget.current_run is not None or not len(widget.session.candidates):
+    fm = widget.folder_mode
+    while widget.current_run is not None or fm.index < 0 or not len(
+        widget.session.candidates
+    ):
         app.processEvents()
     c = widget.session.candidates
     h, w = photo.shape[:2]
@@ -76,8 +80,8 @@ def folder_session(tmp: Path) -> None:
         (c.boxes[:, 1] + c.boxes[:, 3]) / 2 - h / 2
     )
     medium = np.flatnonzero((c.areas > 0.02 * h * w) & (c.areas < 0.08 * h * w))
-    chosen = medium[np.argsort(mid[medium])][[0, 3]]
-    for label, i in zip(("cup", "saucer"), chosen, strict=True):
+    chosen = medium[np.argsort(mid[medium])][[0, 3, 9]]
+    for label, i in zip(("cup", "saucer", "spoon"), chosen, strict=True):
         x0, y0, x1, y1 = c.boxes[i]
         widget.box_label.value = label
         widget.pick(np.array([[y0 + 0.45 * (y1 - y0), x0 + 0.45 * (x1 - x0)],
@@ -85,14 +89,15 @@ def folder_session(tmp: Path) -> None:
     # one pending pick and the preview of the box the second click gives
     j = medium[np.argsort(mid[medium])][6]
     x0, y0, x1, y1 = c.boxes[j]
-    picks = widget.layers.get("picks")
+    picks = widget.annotator.view.layer("picks")
     picks.add(np.array([y0 + 0.4 * (y1 - y0), x0 + 0.4 * (x1 - x0)]))
-    widget.preview.update(np.array([y0 + 0.6 * (y1 - y0), x0 + 0.6 * (x1 - x0)]))
     viewer.reset_view()
+    widget.annotator.select([1], centre=False)
+    widget.annotator.preview(np.array([y0 + 0.6 * (y1 - y0), x0 + 0.6 * (x1 - x0)]))
     settle()
     viewer.screenshot(str(HERE / "screenshot.png"), canvas_only=False)
     print("folder session:", widget.folder_progress.value, len(c), "candidates")
-    widget.folder_mode.close()
+    widget.shutdown()
     viewer.close()
 
 

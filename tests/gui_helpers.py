@@ -138,3 +138,13 @@ def wait_image(widget, qtbot, index=None):
         )
 
     qtbot.waitUntil(ready, timeout=TIMEOUT)
+
+
+def activate(viewer, qtbot):
+    """Make the viewer's window the active one (it gets the keyboard)."""
+    from qtpy.QtWidgets import QApplication
+
+    window = viewer.window._qt_window
+    window.activateWindow()
+    window.raise_()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None, timeout=10_000)

@@ -13,7 +13,7 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 
-from gui_helpers import TIMEOUT, make_widget, wait_image
+from gui_helpers import TIMEOUT, activate, make_widget, wait_image
 from napari_samboxes import select_box
 from napari_samboxes._napari.input import canvas_widget
 
@@ -69,13 +69,6 @@ def press(key, modifier=Qt.KeyboardModifier.NoModifier):
     assert target is not None, "nothing has the keyboard focus"
     QTest.keyClick(target, key, modifier)
     settle()
-
-
-def activate(viewer, qtbot):
-    window = viewer.window._qt_window
-    window.activateWindow()
-    window.raise_()
-    qtbot.waitUntil(lambda: QApplication.focusWidget() is not None, timeout=10_000)
 
 
 def click_pick(viewer, widget, k=0):

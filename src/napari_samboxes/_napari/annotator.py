@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -121,10 +122,22 @@ class Annotator:
                 return view
         return None
 
-    def attach(self, image: Any, key: str, seed: Boxes | None = None) -> ImageLayers:
-        """Show image ``key`` in the layers of ``image`` (created, or taken
-        up from a closed panel, when missing); ``seed`` gives its boxes on a
-        first visit. Candidates of another image are dropped."""
+    def prepare(self, image: Any, delay_ms: int = 0) -> None:
+        """Make the plugin's layers for ``image`` ahead of its first
+        :meth:`attach`, each on its own later pass of the event loop."""
+        view = self._view(image, "")
+        QTimer.singleShot(delay_ms, partial(self._prepare_layers, view, delay_ms))
+
+    def _prepare_layers(self, view: ImageLayers, delay_ms: int, done: int = 0) -> None:
+        roles = ("boxes", "picks")
+        if self.closed or view.image not in self.viewer.layers or done == len(roles):
+            return
+        view.ensure(roles[done])
+        nxt = partial(self._prepare_layers, view, delay_ms, done + 1)
+        QTimer.singleShot(delay_ms, nxt)
+
+    def _view(self, image: Any, key: str) -> ImageLayers:
+        """The layers of ``image``, made (and wired) on first use."""
         view = self.views.get(str(image.unique_id))
         if view is None:
             view = ImageLayers(self.viewer, image, key)
@@ -132,8 +145,21 @@ class Annotator:
             self.edits.watch(view)
             view.bindings["picks"].on("data", lambda e: self._on_picks(view, e))
             view.bindings["boxes"].on("selection", lambda *_: self._on_selection(view))
-            if seed is None and view.layer("boxes") is not None:
-                seed = self._boxes_in_layer(view)
+        return view
+
+    def has_layers(self, image: Any) -> bool:
+        """Whether ``image`` already has its plugin layers."""
+        view = self.views.get(str(image.unique_id))
+        return view is not None and view.layer("boxes") is not None
+
+    def attach(self, image: Any, key: str, seed: Boxes | None = None) -> ImageLayers:
+        """Show image ``key`` in the layers of ``image`` (created, or taken
+        up from a closed panel, when missing); ``seed`` gives its boxes on a
+        first visit. Candidates of another image are dropped."""
+        new = str(image.unique_id) not in self.views
+        view = self._view(image, key)
+        if new and seed is None and view.layer("boxes") is not None:
+            seed = self._boxes_in_layer(view)
         moved = self.view is not view or view.key != key
         if moved:
             for v in {self.view, view} - {None}:

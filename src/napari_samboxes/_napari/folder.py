@@ -51,6 +51,9 @@ __all__ = [
 
 AUTOSAVE_DELAY_MS = 250
 PRECOMPUTE_AHEAD = 2
+#: Work deferred to a later pass of the event loop waits this long (ms), so
+#: that the repaint and the user's input come in between.
+_LATER_MS = 15
 
 
 def full_range(data: np.ndarray, rgb: bool) -> tuple[float, float] | None:
@@ -184,6 +187,8 @@ class FolderController:
             return
         self.annotator.stop_run("another image is shown", quiet=True)
         self.say(f"opening {s.images[index].name}...")
+        if self.image is None or self.image not in self.viewer.layers:
+            self._prepare()  # while the worker reads the first image
         self.runs.submit(
             "run",
             read_for_display,
@@ -217,13 +222,42 @@ class FolderController:
         s = self.session
         s.index = index
         image = self._show_data(data, limits)
-        key = s.key(index)
-        self.annotator.attach(image, key, seed)
         self.update_progress()
         self.viewer.reset_view()
+        # the first image of a folder makes the plugin's layers: that waits
+        # for a later pass of the event loop (no old boxes to hide then)
+        later = not self.annotator.has_layers(image)
+        attach = partial(self._attach, index, image, s.key(index), seed)
+        QTimer.singleShot(_LATER_MS, attach) if later else attach()
+
+    def _attach(self, index: int, image: Any, key: str, seed: Boxes | None) -> None:
+        if index != self.target or self.closed or self.index != index:
+            return
+        self.annotator.attach(image, key, seed)
+        # the run starts on a later pass of the event loop: the image is
+        # drawn first, never in the same stall as the run's start
+        QTimer.singleShot(_LATER_MS, partial(self._run, index, image, key))
+
+    def _run(self, index: int, image: Any, key: str) -> None:
+        if index != self.target or self.closed or self.index != index:
+            return
         request = self.request_for(image)
-        if request is not None:
+        if request is not None and self.annotator.run is None:
             self.annotator.start_run(image, key, request)
+
+    def _prepare(self) -> None:
+        """The folder's layers, made while its first image is read: an
+        image layer (a closed panel's, or a 1 x 1 placeholder), then the
+        plugin's layers, one per pass of the event loop."""
+        img = self._released_image()
+        if img is None:
+            img = self.viewer.add_image(
+                np.zeros((1, 1, 3), np.uint8), name=self.session.name, rgb=True
+            )
+            self.viewer.layers.move(self.viewer.layers.index(img), 0)
+            self._own(img, True)
+        self.image = img
+        self.annotator.prepare(img, _LATER_MS)
 
     def _show_data(self, data: np.ndarray, limits: tuple[float, float] | None) -> Any:
         img = self.image

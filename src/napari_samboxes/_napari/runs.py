@@ -285,8 +285,6 @@ class CandidateRun:
     def start(self, runs: RunController) -> None:
         """Start in ``runs``' ``run`` slot."""
         self._status("loading the image and the model...")
-        # before the job: napari may process events while it makes the bar
-        self._progress = _progress_bar(self.request.settings.points_per_side**2)
         self.job = runs.submit(
             "run",
             partial(run_candidates, cache=self.cache),
@@ -332,8 +330,14 @@ class CandidateRun:
             self._render()
         elif isinstance(ev, BatchDone):
             s.add_batch(ev.raw)
+            if self._progress is None:
+                # made when decoding starts, not with the run: napari repaints
+                # the canvas when it adds a bar, which on the tick that shows
+                # a new image would upload its texture inside this handler
+                self._progress = _progress_bar(
+                    self.request.settings.points_per_side**2, ev.total
+                )
             if self._progress is not None:
-                self._progress.total = ev.total
                 self._progress.update(1)
             self._status(
                 f"batch {ev.index + 1}/{ev.total}: {len(s.candidates)} candidates"
@@ -377,10 +381,10 @@ class CandidateRun:
         self._ended(self, self.outcome, self._message or self._stop_reason)
 
 
-def _progress_bar(prompts: int) -> Any:
+def _progress_bar(prompts: int, batches: int) -> Any:
     """A progress bar in napari's activity dock (None without napari)."""
     try:
         from napari.utils import progress
     except ImportError:  # pragma: no cover - napari is a dependency
         return None
-    return progress(total=0, desc=f"SAM candidates ({prompts} prompts)")
+    return progress(total=batches, desc=f"SAM candidates ({prompts} prompts)")
