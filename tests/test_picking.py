@@ -192,7 +192,7 @@ def test_prompt_fallback_reuses_the_embedding(
     assert run_and_wait(widget, qtbot) == "cached" and len(encodes) == 1
     for n in (2, 3):
         click_pick(viewer, pts)
-        qtbot.waitUntil(lambda n=n: len(emitted) == n, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda n=n: len(widget.session.boxes) == n, timeout=TIMEOUT)
     assert len(encodes) == 1 and len(boxes.data) == 3  # never re-encoded
 
 

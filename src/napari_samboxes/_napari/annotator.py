@@ -444,7 +444,10 @@ class Annotator:
         return change
 
     def _on_selection(self, view: ImageLayers) -> None:
-        if view is self.view and not self.closed:
+        if self.closed:
+            return
+        view.mark_selected()
+        if view is self.view:
             self.selection_changed.emit(self.selected())
 
     def selected(self) -> list[int]:

@@ -109,6 +109,12 @@ def _title(text: str) -> Label:
     return label
 
 
+def _group(name: str, title: str, widgets: list[Widget]) -> Container:
+    """A titled group: the title over a labelled column of controls."""
+    body = Container(widgets=widgets, labels=True)
+    return Container(name=name, labels=False, widgets=[_title(title), body])
+
+
 def _row(*widgets: Widget) -> Container:
     return Container(widgets=list(widgets), layout="horizontal", labels=False)
 
@@ -146,11 +152,10 @@ def make_groups(
             _wrapping_label("folder_progress", 2),
         ],
     )
-    classes = Container(
-        name="classes_group",
-        labels=True,
-        widgets=[
-            _title("Classes"),
+    classes = _group(
+        "classes_group",
+        "Classes",
+        [
             ClassBox(name="box_label", label="class (1-9)", choices=[DEFAULT_CLASS]),
             LineEdit(name="new_class", label="new class", value=""),
             FileEdit(
@@ -185,11 +190,16 @@ def make_groups(
                 ),
                 PushButton(name="delete", text="Delete", tooltip="Delete / Backspace"),
             ),
-            ComboBox(
-                name="show_candidates",
-                label="show candidates",
-                choices=list(DISPLAY_MODES),
-                value=DISPLAY_MODES[0],
+            Container(
+                labels=True,
+                widgets=[
+                    ComboBox(
+                        name="show_candidates",
+                        label="show candidates",
+                        choices=list(DISPLAY_MODES),
+                        value=DISPLAY_MODES[0],
+                    )
+                ],
             ),
         ],
     )
@@ -212,7 +222,6 @@ def make_groups(
         name="settings_group", labels=True, visible=False, widgets=settings_widgets
     )
     model_widgets: list[Widget] = [
-        _title("Model"),
         ComboBox(name="image", label="image", choices=image_choices),
         FileEdit(
             name="checkpoint",
@@ -230,7 +239,7 @@ def make_groups(
         ),
         settings,
     ]
-    model = Container(name="model_group", labels=True, widgets=model_widgets)
+    model = _group("model_group", "Model", model_widgets)
     return [folder, classes, picking, model]
 
 

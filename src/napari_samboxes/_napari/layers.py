@@ -373,6 +373,7 @@ class ImageLayers:
         layer.features = box_features(boxes)
         if len(boxes):
             layer.edge_color = [classes.colour(lb) for lb in boxes.labels]
+            layer.edge_width = [BOX_STYLE["edge_width"]] * len(boxes)
 
     def _patch(self, layer: Any, old: Boxes, new: Boxes, classes: ClassList) -> None:
         same = _same_rows(old, new)
@@ -402,6 +403,19 @@ class ImageLayers:
                 face_color="transparent",
             )
         layer.features = box_features(new)
+
+    def mark_selected(self) -> None:
+        """Draw the selected boxes with thick edges (napari outlines a
+        selection only in its select tools)."""
+        layer = self.layer("boxes")
+        if layer is None or len(layer.data) != len(self.shown):
+            return
+        chosen = set(layer.selected_data)
+        width = BOX_STYLE["edge_width"]
+        widths = [2 * width if i in chosen else width for i in range(len(layer.data))]
+        if list(layer.edge_width) != widths:
+            with self.render_guard():
+                layer.edge_width = widths
 
     def recolour(self, classes: ClassList) -> None:
         """Give every box its class's colour again (the class list changed)."""
