@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QComboBox
 
 from gui_helpers import TIMEOUT, activate, make_widget, wait_image
 from napari_samboxes import select_box
@@ -144,6 +144,28 @@ def test_keys_and_clicks_through_a_mixed_folder(
     assert widget.box_label.value == "spoon"
     assert (mixed / "classes.txt").read_text() == before
 
+    # a notification about one image does not outlive it
+    widget.notify("about this image", "warning")
+    qtbot.waitUntil(lambda: bool(toasts(viewer)), timeout=10_000)
+    shown = time.perf_counter()
+    press(Qt.Key.Key_D)
+    wait_image(widget, qtbot, 2)
+    qtbot.waitUntil(lambda: not toasts(viewer), timeout=1_500)
+    assert time.perf_counter() - shown < 3.5  # napari's own dismissal: 4 s
+
+
+def toasts(viewer):
+    """The plugin's napari notifications on screen."""
+    from qtpy.QtWidgets import QWidget
+
+    return [
+        w
+        for w in canvas_widget(viewer).findChildren(QWidget)
+        if type(w).__name__ == "NapariQtNotification"
+        and w.isVisible()
+        and w.message.text().startswith("SAM boxes:")
+    ]
+
 
 def test_keys_work_whichever_layer_is_active(
     make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
@@ -223,9 +245,22 @@ def test_the_box_list_selects_centres_relabels_and_deletes(
     press(Qt.Key.Key_2)  # a digit with a box selected: one undoable relabel
     assert widget.session.boxes.labels == ("cup", "plate", "cup")
     assert table.model().index(1, 0).data() == "plate"
-    # the class cell: a drop-down of the classes (as its editor commits)
-    table.model().setData(table.model().index(0, 0), "spoon")
+    # the class cell: a double-click offers the classes; choosing one is a
+    # relabel, and the keyboard goes straight back to the annotation
+    cell = table.visualRect(table.model().index(0, 0)).center()
+    QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    QTest.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    qtbot.waitUntil(lambda: table.findChild(QComboBox) is not None, timeout=5000)
+    combo = table.findChild(QComboBox)
+    qtbot.waitUntil(lambda: combo.view().isVisible(), timeout=5000)
+    settle(600)
+    view = combo.view()
+    rect = view.visualRect(view.model().index(2, 0))  # "spoon"
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: widget.session.boxes.labels[0] == "spoon", timeout=5000)
     assert widget.session.boxes.labels == ("spoon", "plate", "cup")
+    assert widget.box_label.value == "cup"  # the current class is unchanged
+    assert QApplication.focusWidget() is canvas_widget(viewer)
     press(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert widget.session.boxes.labels == ("cup", "plate", "cup")
     rect = table.visualRect(table.model().index(2, 1))

@@ -62,7 +62,7 @@ def test_folder_session_counts_saves_and_done_flags(folder):
     assert s.progress_text() == "image 1 of 3, 0 annotated: a.png"
     one = Boxes().added([1, 2, 3, 4], "cup")
     assert s.record(s.key(0), one) and not s.record(str(folder / "x.png"), one)
-    assert s.pending and s.progress() == (0, 3)  # counted once written
+    assert s.pending and s.progress() == (1, 3)  # counted at once
     assert s.flush() == [] and not s.pending
     assert s.progress() == (1, 3)
     assert read_box_table(folder / "annotations" / "a.csv").labels == ["cup"]

@@ -107,6 +107,9 @@ def test_folder_session_end_to_end(
     widget.prev_image.changed.emit(True)  # at once: the pick still goes to img2
     wait_image(widget, qtbot)
     assert len(viewer.layers) == n_layers  # layers are reused, none pile up
+    # img1 (192 x 256) after img2 (160 x 200): the view fits img1 alone
+    # (the preview and boxes of img2 are not counted)
+    np.testing.assert_allclose(viewer.camera.center[-2:], [95.5, 127.5], atol=0.5)
     assert len(on_disk(folder, "img2")) == 1 and len(on_disk(folder, "img1")) == 2
     assert widget.session.boxes == first
     boxes_layer = widget.annotator.view.layer("boxes")

@@ -99,8 +99,15 @@ def test_closing_the_dock_then_reopening_gives_one_autosaver(
     assert old.folder_mode is None and old.current_run is None
     _, new = viewer.window.add_plugin_dock_widget(PLUGIN)
     assert new is not old  # napari made a second widget
-    setup(new, structured_ckpt, folder, qtbot)
+    # it goes on where the closed one was: folder, image, checkpoint, grid
+    assert new.folder_mode is not None and str(new.folder.value) == str(folder)
+    assert str(new.checkpoint.value) == str(structured_ckpt)
+    assert new.points_per_side.value == 2
+    wait_image(new, qtbot, 0)
     assert new.session.boxes.xyxy.tolist() == [box]  # read back from disk
+    assert len([ly for ly in viewer.layers if ly.name.startswith("shots")]) == len(
+        {ly.name for ly in viewer.layers if ly.name.startswith("shots")}
+    )  # the closed panel's layers are taken up, not doubled
     box2 = pick(viewer, new, 1)
     assert len(new.session.boxes) == 2 and len(old.session.boxes) == 1
     qtbot.waitUntil(lambda: len(on_disk(folder, "img1")) == 2, timeout=5000)

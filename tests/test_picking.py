@@ -20,7 +20,7 @@ from gui_helpers import (
     run_and_wait,
 )
 from napari_samboxes import engine, select_box
-from napari_samboxes.geometry import shapes_from_boxes
+from napari_samboxes.geometry import boxes_from_shapes, shapes_from_boxes
 from napari_samboxes.select import containing
 
 
@@ -416,3 +416,42 @@ def test_label_edit_in_napari_reaches_the_folder_csv(
     widget.undo.native.click()
     qtbot.waitUntil(lambda: read_box_table(csv).labels == ["cup"], timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.current_run is None, timeout=TIMEOUT)
+
+
+def test_napari_tool_edits_become_boxes_as_an_annotator_means_them(
+    ran, qtbot, monkeypatch
+):
+    """A click in the rectangle tool (a 2 x 2 dot) is no box; an ellipse is
+    redrawn as its box; a box moved by hand becomes a hand box."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = ran
+    said = notes(monkeypatch)
+    c = widget.session.candidates
+    widget.box_label.value = "cat"
+    click_pick(viewer, c.boxes[0].reshape(2, 2))
+    boxes = viewer.layers["photo boxes"]
+    boxes.add_rectangles(
+        np.array([[50.0, 50.0], [50.0, 51.0], [51.0, 51.0], [51.0, 50.0]])
+    )
+    qtbot.waitUntil(lambda: len(boxes.data) == 1, timeout=TIMEOUT)
+    assert len(widget.session.boxes) == 1
+    assert "drag" in said["warning"][-1]
+    corners = np.array([[20.0, 30.0], [20.0, 90.0], [60.0, 90.0], [60.0, 30.0]])
+    boxes.add_ellipses(corners)
+    qtbot.waitUntil(lambda: len(widget.session.boxes) == 2, timeout=TIMEOUT)
+    for _ in range(3):
+        QApplication.processEvents()
+    assert list(boxes.shape_type) == ["rectangle", "rectangle"]
+    want = np.round(boxes_from_shapes([corners])[0][0])
+    np.testing.assert_array_equal(widget.session.boxes.xyxy[1], want)
+    np.testing.assert_array_equal(layer_boxes(boxes)[1], want)
+    assert widget.session.boxes.sources == ("candidate", "hand")
+    boxes.data = [np.asarray(boxes.data[0]) + 4.0, boxes.data[1]]  # moved
+    qtbot.waitUntil(
+        lambda: widget.session.boxes.sources == ("hand", "hand"), timeout=TIMEOUT
+    )
+    assert np.isnan(widget.session.boxes.scores[0])
+    np.testing.assert_array_equal(
+        widget.session.boxes.xyxy[0], c.boxes[0] + [4, 4, 4, 4]
+    )

@@ -98,11 +98,17 @@ class FolderSession:
 
     # -- autosave ------------------------------------------------------------
     def record(self, key: str, boxes: Boxes) -> bool:
-        """Note new boxes of an image (written by :meth:`flush`); False for
-        a key that is no image of the folder."""
+        """Note new boxes of an image (written by :meth:`flush`, counted in
+        the progress at once); False for a key that is no image of the
+        folder."""
         if key not in self._keys:
             return False
         self._dirty[key] = boxes
+        name = Path(key).name  # the progress counts it at once
+        if len(boxes) or name in self._done:
+            self._annotated.add(name)
+        else:
+            self._annotated.discard(name)
         return True
 
     @property

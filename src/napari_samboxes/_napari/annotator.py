@@ -112,6 +112,7 @@ class Annotator:
             self.hand_defaults,
             lambda text: self.notify(text, "warning"),
             self.classes_added.emit,
+            self.draw_boxes,
         )
 
     # -- images ------------------------------------------------------------------
@@ -174,8 +175,25 @@ class Annotator:
         self.activate_picks()
         self.shown.emit(boxes)
         if moved:
+            self.picks_changed.emit(0)
             self.attached.emit()
         return view
+
+    def drop_image(self, image: Any) -> None:
+        """``image`` left the viewer for good (folder mode): its plugin
+        layers are removed as well."""
+        view = self.views.pop(str(image.unique_id), None)
+        if view is None:
+            return
+        if self.run is not None and self.run.image is image:
+            self.run.quiet = True
+            self.run.stop(f"the image layer '{image.name}' was removed")
+        for binding in view.bindings.values():
+            binding.remove()
+        if self.view is view:
+            self.view = None
+            self.session.clear_candidates()
+            self.shown.emit(Boxes())
 
     def release_image(self, image: Any) -> None:
         """Let go of the layers of ``image`` (a later panel takes them up)."""

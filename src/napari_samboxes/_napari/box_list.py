@@ -34,7 +34,14 @@ from ..classes import ClassList
 
 __all__ = ["BoxList", "BoxTableModel"]
 
-_HEADERS = ("class", "w x h", "source", "score")
+_HEADERS = ("class", "w x h", "from", "score")
+#: How the list shows each box source (the column is narrow).
+_SOURCE_TEXT = {
+    "candidate": "SAM",
+    "prompt": "prompt",
+    "hand": "hand",
+    "import": "file",
+}
 
 
 class BoxTableModel(QAbstractTableModel):
@@ -76,14 +83,17 @@ class BoxTableModel(QAbstractTableModel):
                 x0, y0, x1, y1 = b.xyxy[r]
                 return f"{x1 - x0 + 1:.0f} x {y1 - y0 + 1:.0f}"
             if c == 2:
-                return b.sources[r]
+                return _SOURCE_TEXT.get(b.sources[r], b.sources[r])
             score = float(b.scores[r])
             return "" if math.isnan(score) else f"{score:.2f}"
         if role == Qt.ItemDataRole.DecorationRole and c == 0:
             return QColor(self.classes.colour(b.labels[r]))
         if role == Qt.ItemDataRole.ToolTipRole:
             x0, y0, x1, y1 = b.xyxy[r]
-            return f"x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}"
+            return (
+                f"'{b.labels[r]}': x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f} "
+                f"(source: {b.sources[r]})"
+            )
         return None
 
     def flags(self, index: QModelIndex) -> Any:
@@ -105,18 +115,30 @@ class BoxTableModel(QAbstractTableModel):
 
 
 class _ClassDelegate(QStyledItemDelegate):
-    """The class cell is edited with a drop-down of the classes."""
+    """The class cell is edited with a drop-down of the classes; choosing
+    one commits it and gives the keyboard back (``done``)."""
 
-    def __init__(self, classes: ClassList, parent: Any = None) -> None:
+    def __init__(
+        self, classes: ClassList, done: Callable[[], Any], parent: Any = None
+    ) -> None:
         super().__init__(parent)
         self.classes = classes
+        self.done = done
 
     def createEditor(self, parent: Any, option: Any, index: QModelIndex) -> Any:  # noqa: N802
         combo = QComboBox(parent)
         combo.addItems(list(self.classes.names))
-        combo.activated.connect(lambda _=None: self.commitData.emit(combo))
-        combo.activated.connect(lambda _=None: self.closeEditor.emit(combo))
+        combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        combo.activated.connect(lambda _=None: self._chosen(combo))
         return combo
+
+    def _chosen(self, combo: QComboBox) -> None:
+        if combo.property("chosen"):
+            return
+        combo.setProperty("chosen", True)
+        self.commitData.emit(combo)
+        self.closeEditor.emit(combo, QStyledItemDelegate.EndEditHint.NoHint)
+        self.done()
 
     def setEditorData(self, editor: Any, index: QModelIndex) -> None:  # noqa: N802
         editor.setCurrentText(str(index.data(Qt.ItemDataRole.EditRole)))
@@ -136,6 +158,8 @@ class BoxList(QTableView):
         Called with the selected rows when the user selects in the list.
     relabel : callable
         Called with a row and a class name chosen in its class cell.
+    give_back : callable
+        Gives the keyboard back to the canvas (after a class is chosen).
     """
 
     def __init__(
@@ -143,13 +167,14 @@ class BoxList(QTableView):
         classes: ClassList,
         select: Callable[[list[int]], Any],
         relabel: Callable[[int, str], Any],
+        give_back: Callable[[], Any] = lambda: None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("box_list")
         self.model_ = BoxTableModel(classes, relabel)
         self.setModel(self.model_)
-        self.setItemDelegateForColumn(0, _ClassDelegate(classes, self))
+        self.setItemDelegateForColumn(0, _ClassDelegate(classes, give_back, self))
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(
@@ -157,13 +182,12 @@ class BoxList(QTableView):
             | QAbstractItemView.EditTrigger.SelectedClicked
         )
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keys go to the canvas
-        self.setAlternatingRowColors(True)
         rows: Any = self.verticalHeader()
         rows.setDefaultSectionSize(20)
         rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header: Any = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((1, 70), (2, 62), (3, 44)):
+        for col, width in ((1, 72), (2, 48), (3, 42)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
             self.setColumnWidth(col, width)
         self.setMinimumHeight(120)

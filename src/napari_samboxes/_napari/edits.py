@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..boxes import Boxes
@@ -43,6 +44,9 @@ class LayerEdits:
         Shows a warning.
     classes_added : callable
         Called with the labels that became classes.
+    redraw : callable
+        Redraws a view's boxes layer from the session (whole pixels, class
+        colours, the features of hand-drawn boxes).
     """
 
     def __init__(
@@ -53,10 +57,12 @@ class LayerEdits:
         defaults: Callable[[], dict[str, Any]],
         warn: Callable[[str], Any],
         classes_added: Callable[[list[str]], Any],
+        redraw: Callable[[ImageLayers], Any],
     ) -> None:
         self.session = session
         self.classes = classes
         self.apply = apply
+        self.redraw = redraw
         self.defaults = defaults
         self.warn = warn
         self.classes_added = classes_added
@@ -86,23 +92,28 @@ class LayerEdits:
 
     def take_layer(self, view: ImageLayers, what: str) -> None:
         """The boxes layer as it is now becomes the boxes of its image."""
+        old = self.session.boxes_of(view.key)
         try:  # the further columns (flags, prompts, masks) are kept
-            new = view.read_boxes(self.defaults())
-            new = new.carrying(self.session.boxes_of(view.key))
+            new = view.read_boxes(self.defaults()).carrying(old)
         except ValueError as e:  # a shape that is no box (NaN, several slices)
             self.warn(f"{e}; the edit is undone.")
             QTimer.singleShot(0, lambda: self._redraw(view))
             return
         layer = view.layer("boxes")
         view.shown = _as_layer_shows(layer, new)
-        self.apply(self.session.replace_all(new, what, key=view.key))
+        new, dots = _without_dots(old, new)
+        if dots:
+            self.warn(
+                "a click in napari's rectangle tool makes no box: press, drag "
+                "and release to draw one (or leave the tool to pick with clicks)"
+            )
+        self.apply(self.session.replace_all(_moved_by_hand(old, new), what, view.key))
         # snap to whole pixels and recolour once napari has finished
         QTimer.singleShot(0, lambda: self._redraw(view))
 
     def _redraw(self, view: ImageLayers) -> None:
         if not self.closed and view.layer("boxes") is not None:
-            boxes = self.session.boxes_of(view.key)
-            view.show_boxes(boxes, self.classes)
+            self.redraw(view)
 
     # -- labels ------------------------------------------------------------------
     def on_features(self, view: ImageLayers) -> Change | None:
@@ -208,8 +219,43 @@ class LayerEdits:
 
 def _as_layer_shows(layer: Any, snapped: Boxes) -> Boxes:
     """The boxes the layer shows now, unsnapped (so that the redraw only
-    touches the rows that snapping moves)."""
+    touches the rows that snapping moves); a shape that is no rectangle (an
+    ellipse, a polygon) counts as changed, so that it is redrawn as its box."""
     from ..geometry import boxes_from_shapes
 
     xyxy, slices = boxes_from_shapes(layer.data)
+    kinds = list(getattr(layer, "shape_type", []))
+    for i, kind in enumerate(kinds[: len(xyxy)]):
+        if kind != "rectangle":
+            xyxy[i] = np.nan
     return Boxes(xyxy, snapped.labels, snapped.scores, snapped.sources, slices)
+
+
+#: A hand-drawn box with both sides at most this many pixels came from a
+#: click in napari's rectangle tool, not from a drag: it is not added.
+DOT_SIDE = 2
+
+
+def _without_dots(old: Boxes, new: Boxes) -> tuple[Boxes, int]:
+    """``new`` without the hand boxes it added that are mere dots."""
+    if len(new) <= len(old):
+        return new, 0
+    side = new.xyxy[:, 2:] - new.xyxy[:, :2] + 1
+    dot = np.zeros(len(new), dtype=bool)
+    dot[len(old) :] = np.all(side[len(old) :] <= DOT_SIDE, axis=1)
+    dot &= np.array([src == "hand" for src in new.sources], dtype=bool)
+    if not dot.any():
+        return new, 0
+    return new.subset(np.flatnonzero(~dot)), int(dot.sum())
+
+
+def _moved_by_hand(old: Boxes, new: Boxes) -> Boxes:
+    """A box napari's tools moved or resized is a hand box from then on
+    (no score, source ``hand``)."""
+    if len(old) != len(new) or not len(new):
+        return new
+    moved = np.flatnonzero(np.any(old.xyxy != new.xyxy, axis=1))
+    for i in moved:
+        if new.sources[i] != "hand":
+            new = new.replaced(int(i), new.xyxy[i], float("nan"), "hand")
+    return new

@@ -46,6 +46,7 @@ __all__ = [
     "PRECOMPUTE_AHEAD",
     "FolderController",
     "full_range",
+    "left_folder",
     "read_for_display",
 ]
 
@@ -75,6 +76,21 @@ def read_for_display(path: Path) -> tuple[np.ndarray, tuple[float, float] | None
     if not rgb:
         data = np.repeat(data[..., None], 3, axis=-1)
     return data, limits
+
+
+def left_folder(viewer: Any) -> dict[str, Any] | None:
+    """What a closed panel left with its folder's image layer in ``viewer``
+    (the folder, the image shown, the run settings), or None."""
+    for layer in viewer.layers:
+        meta = layer.metadata.get(META)
+        if (
+            isinstance(meta, dict)
+            and meta.get("role") == "folder"
+            and not meta.get("own")
+            and Path(str(meta.get("folder"))).is_dir()
+        ):
+            return dict(meta)
+    return None
 
 
 class _OpenFolders(QObject):
@@ -157,6 +173,7 @@ class FolderController:
         self.closed = False
         #: Called once when the folder is closed (by its panel or another).
         self.on_closed: Callable[[], Any] | None = None
+        self._move = 0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.flush)
@@ -176,6 +193,8 @@ class FolderController:
         s = self.session
         index = s.clip(index)
         self.target = index
+        self._move += 1  # deferred steps of earlier moves see it and stop
+        move = self._move
         self.flush()
         self.runs.stop("lookahead")
         key = s.key(index)
@@ -193,13 +212,17 @@ class FolderController:
             "run",
             read_for_display,
             s.images[index],
-            on_return=partial(self._present, index, seed),
-            on_error=partial(self._not_read, index),
+            on_return=partial(self._present, move, seed),
+            on_error=partial(self._not_read, move),
         )
 
     def step(self, delta: int) -> None:
         """Go ``delta`` images forward or back (from where a move is going)."""
-        self.show(self.target + delta)
+        nxt = self.session.clip(self.target + delta)
+        if nxt == self.target and self.index == self.target:
+            which = "last" if delta > 0 else "first"
+            return self.say(f"this is the {which} image of the folder")
+        self.show(nxt)
 
     def next_unannotated(self) -> None:
         """Go to the next image with no boxes that is not done."""
@@ -210,40 +233,57 @@ class FolderController:
         else:
             self.show(nxt)
 
-    def _not_read(self, index: int, exc: BaseException) -> None:
-        if index == self.target and not self.closed:
-            self.notify(f"{self.session.images[index].name}: not shown: {exc}", "error")
+    def _current(self, move: int) -> bool:
+        return move == self._move and not self.closed
+
+    def _not_read(self, move: int, exc: BaseException) -> None:
+        if self._current(move):
+            name = self.session.images[self.target].name
+            self.notify(f"{name}: not shown: {exc}", "error")
             self.target = max(self.index, 0)
 
-    def _present(self, index: int, seed: Boxes | None, loaded: Any) -> None:
-        if index != self.target or self.closed:
+    def _present(self, move: int, seed: Boxes | None, loaded: Any) -> None:
+        if not self._current(move):
             return  # a later move superseded this one
         data, limits = loaded
         s = self.session
-        s.index = index
+        self.annotator.stop_run("another image is shown", quiet=True)
+        self.annotator.clear_picks()
+        s.index = self.target
         image = self._show_data(data, limits)
         self.update_progress()
-        self.viewer.reset_view()
+        self.viewer.reset_view(layers=[image])
         # the first image of a folder makes the plugin's layers: that waits
         # for a later pass of the event loop (no old boxes to hide then)
         later = not self.annotator.has_layers(image)
-        attach = partial(self._attach, index, image, s.key(index), seed)
+        attach = partial(self._attach, move, image, s.key(s.index), seed)
         QTimer.singleShot(_LATER_MS, attach) if later else attach()
 
-    def _attach(self, index: int, image: Any, key: str, seed: Boxes | None) -> None:
-        if index != self.target or self.closed or self.index != index:
+    def _attach(self, move: int, image: Any, key: str, seed: Boxes | None) -> None:
+        if not self._current(move):
             return
         self.annotator.attach(image, key, seed)
+        self.viewer.reset_view(layers=[image])
         # the run starts on a later pass of the event loop: the image is
         # drawn first, never in the same stall as the run's start
-        QTimer.singleShot(_LATER_MS, partial(self._run, index, image, key))
+        QTimer.singleShot(_LATER_MS, partial(self._run, move, image, key))
 
-    def _run(self, index: int, image: Any, key: str) -> None:
-        if index != self.target or self.closed or self.index != index:
+    def _run(self, move: int, image: Any, key: str) -> None:
+        if not self._current(move):
+            return
+        if self.annotator.run is not None:  # the last image's is still stopping
+            QTimer.singleShot(4 * _LATER_MS, partial(self._run, move, image, key))
             return
         request = self.request_for(image)
-        if request is not None and self.annotator.run is None:
+        if request is not None:
             self.annotator.start_run(image, key, request)
+
+    def image_removed(self, layer: Any) -> None:
+        """The user removed the folder's image layer: its plugin layers go
+        too (the boxes are on disk); the next move makes them anew."""
+        if layer is self.image:
+            self.image = None
+            self.annotator.drop_image(layer)
 
     def _prepare(self) -> None:
         """The folder's layers, made while its first image is read: an
@@ -279,11 +319,13 @@ class FolderController:
         self.image = img
         return img
 
-    def _own(self, image: Any, own: bool) -> None:
+    def _own(self, image: Any, own: bool, **more: Any) -> None:
         image.metadata[META] = {
             "role": "folder",
             "folder": str(self.key),
             "own": int(own),
+            "index": max(self.session.index, 0),
+            **more,
         }
 
     def _released_image(self) -> Any:
@@ -326,6 +368,7 @@ class FolderController:
     def _on_change(self, change: Any) -> None:
         if not self.closed and self.session.record(change.key, change.boxes):
             self._timer.start(AUTOSAVE_DELAY_MS)
+            self.update_progress()
 
     def flush(self) -> None:
         """Write every pending change now (atomic writes)."""
@@ -381,8 +424,9 @@ class FolderController:
         if done and self.index >= 0 and not self.looking_ahead:
             self.look_ahead()
 
-    def close(self, reason: str = "") -> None:
-        """Flush, stop the look-ahead, let go of the folder."""
+    def close(self, reason: str = "", **remember: Any) -> None:
+        """Flush, stop the look-ahead, let go of the folder; ``remember``
+        (run settings) is kept with its image layer for a later panel."""
         if self.closed:
             return
         self.flush()
@@ -400,7 +444,7 @@ class FolderController:
             except (TypeError, RuntimeError):
                 pass
         if self.image is not None:  # a later panel takes its layers up
-            self._own(self.image, False)
+            self._own(self.image, False, **remember)
             self.annotator.release_image(self.image)
         registry = _OpenFolders.of_app()
         if registry is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container
 from psygnal import Signal
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, Qt
 
 from ..cache import CandidateCache
 from ..classes import ClassList
@@ -31,8 +31,8 @@ from ..settings import Settings, SettingsError
 from . import controls
 from .annotator import Annotator, layer_key
 from .box_list import BoxList
-from .folder import FolderController
-from .input import AnnotationMode, keep_keys_free
+from .folder import FolderController, left_folder
+from .input import AnnotationMode, canvas_widget, keep_keys_free
 from .runs import RunController
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SamBoxesWidget"]
 
+#: The start of every notification of the plugin.
+_PREFIX = "SAM boxes:"
 _FOLDER_BUTTONS = ("prev_image", "next_image", "next_unannotated", "mark_done")
 _NO_CHECKPOINT = (
     "No checkpoint: choose mobile_sam.pt, or press 'Download weights' (39 MB)."
@@ -70,7 +72,7 @@ class SamBoxesWidget(Container):
         cache: CandidateCache | None = None,
         points_per_batch: int | None = None,
     ) -> None:
-        super().__init__(labels=False)
+        super().__init__(labels=False, scrollable=True)  # fits a laptop screen
         # napari's plugin proxy makes new layer proxies per access: unwrap (``is``)
         self.viewer = getattr(viewer, "__wrapped__", viewer)
         self.cache = cache if cache is not None else CandidateCache()
@@ -91,7 +93,12 @@ class SamBoxesWidget(Container):
         self._said = ""
         self._picks = 0
         self.extend(controls.make_groups(self._image_choices, find_checkpoint()))
-        self.box_list = BoxList(self.classes, self._select_rows, self._relabel_row)
+        self.box_list = BoxList(
+            self.classes,
+            self._select_rows,
+            self._relabel_row,
+            give_back=lambda: self.mode.focus_canvas(),
+        )
         self["picking_group"].native.layout().addWidget(self.box_list)
         self.native.setMaximumWidth(controls.MAX_DOCK_WIDTH)
         self.mode = AnnotationMode(
@@ -102,6 +109,19 @@ class SamBoxesWidget(Container):
         self._on_active_layer()
         self.mode.start()
         keep_keys_free(self.native, self.mode.focus_canvas)
+        self._resume()
+
+    def _resume(self) -> None:
+        """A panel opened where a closed one left a folder goes on there."""
+        left = left_folder(self.viewer)
+        if left is None:
+            return
+        ckpt = str(left.get("checkpoint") or "")
+        if not self._checkpoint_found() and Path(ckpt).is_file():
+            self.checkpoint.value = ckpt
+        if left.get("points_per_side"):
+            self.points_per_side.value = int(left["points_per_side"])
+        self.open_folder(start=int(left.get("index", 0)), path=left["folder"])
 
     # -- controls by name, in whatever group ------------------------------------------
     def __getattr__(self, name: str) -> Any:
@@ -170,18 +190,20 @@ class SamBoxesWidget(Container):
         self.box_label.changed.connect(self._on_class)
         self.box_label.classes_added.connect(self._classes_added)
         self.new_class.native.returnPressed.connect(self._new_class)
+        self._escape = _GiveBackOnEscape(self.mode.focus_canvas)
+        self.new_class.native.installEventFilter(self._escape)
         self.classes_file.changed.connect(self._load_classes)
         a.changed.connect(lambda change: self.boxes_changed.emit(change.boxes))
         a.run_finished.connect(self._on_run_finished)
         a.shown.connect(lambda boxes: self.box_list.show_boxes(boxes, a.selected()))
         a.picks_changed.connect(self._on_picks)
-        a.attached.connect(lambda: self.mode.focus_canvas())
+        a.attached.connect(self._on_attached)
         a.selection_changed.connect(self.box_list.set_selected)
         a.classes_added.connect(self._classes_added)
         layers = self.viewer.layers
         layers.events.inserted.connect(self._reset_images)
         layers.events.removed.connect(self._reset_images)
-        layers.events.removed.connect(lambda e: a.image_removed(e.value))
+        layers.events.removed.connect(self._on_layer_removed)
         layers.selection.events.active.connect(self._on_active_layer)
         self._watcher = _DockWatcher(self)
         self.native.installEventFilter(self._watcher)
@@ -221,7 +243,27 @@ class SamBoxesWidget(Container):
         """A napari notification (``info``, ``warning`` or ``error``)."""
         from napari.utils import notifications
 
-        getattr(notifications, f"show_{level}")(f"SAM boxes: {text}")
+        getattr(notifications, f"show_{level}")(f"{_PREFIX} {text}")
+
+    def _on_attached(self) -> None:
+        """Another image is shown: the keyboard goes to the canvas, and the
+        plugin's notifications about the image before are closed."""
+        self.mode.focus_canvas()
+        canvas = canvas_widget(self.viewer)
+        if canvas is None:
+            return
+        from qtpy.QtWidgets import QWidget
+
+        for toast in canvas.findChildren(QWidget):
+            label: Any = getattr(toast, "message", None)
+            if (
+                type(toast).__name__ == "NapariQtNotification"
+                and toast.isVisible()
+                and hasattr(label, "text")
+                and str(label.text()).startswith(_PREFIX)
+            ):
+                with contextlib.suppress(RuntimeError, AttributeError):
+                    toast.close_with_fade()
 
     def _on_picks(self, n: int) -> None:
         self._picks = n
@@ -243,10 +285,14 @@ class SamBoxesWidget(Container):
         self.annotator.set_label(str(self.box_label.value))
 
     def _new_class(self) -> None:
-        text = str(self.new_class.value)
-        with contextlib.suppress(ValueError):  # blank: nothing to add
-            self.box_label.value = text  # adds and selects it
-            self.new_class.value = ""
+        text = str(self.new_class.value).strip()
+        same = [c for c in self.classes if c.casefold() == text.casefold()]
+        try:  # an existing class in other letter case is that class
+            self.box_label.value = same[0] if same else text  # adds, selects
+        except ValueError as e:
+            if text:
+                return self.notify(str(e), "warning")
+        self.new_class.value = ""
         self.mode.focus_canvas()
 
     def _classes_added(self, names: list[str]) -> None:
@@ -280,6 +326,18 @@ class SamBoxesWidget(Container):
 
     def _reset_images(self, event: Any = None) -> None:
         self.image.reset_choices()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = event.value
+        self.annotator.image_removed(layer)
+        if self.folder_mode is not None:
+            self.folder_mode.image_removed(layer)
+        view = self.annotator.view
+        if view is not None and layer is view.bindings["boxes"].layer:
+            self.say(
+                "the boxes layer was removed; its boxes are kept (and saved) "
+                "and are drawn again on the next change"
+            )
 
     def _on_active_layer(self, event: Any = None) -> None:
         active = self.viewer.layers.selection.active
@@ -397,13 +455,24 @@ class SamBoxesWidget(Container):
         self.annotator.select(rows)
 
     def _relabel_row(self, row: int, name: str) -> None:
-        self.box_label.value = name  # a new name becomes a class
+        if self.classes.add([name]):  # a new name becomes a class
+            self._save_classes()
         self.annotator.apply(self.session.relabel([row], name))
+        self.mode.focus_canvas()
 
     # -- folder mode -------------------------------------------------------------------
-    def open_folder(self, event: Any = None) -> None:
-        """Open the folder of the ``folder`` control (folder mode)."""
-        path = Path(str(self.folder.value or ""))
+    def open_folder(
+        self, event: Any = None, start: int = 0, path: str | None = None
+    ) -> None:
+        """Open the folder of the ``folder`` control (or ``path``) at image
+        ``start`` (folder mode)."""
+        if path is not None:
+            with self.folder.changed.blocked():
+                self.folder.value = path
+        path_ = Path(str(self.folder.value or ""))
+        self._open_folder(path_, start)
+
+    def _open_folder(self, path: Path, start: int) -> None:
         if not path.is_dir():
             return self.notify(f"{path} is not a folder.", "error")
         if self.folder_mode is not None:
@@ -431,7 +500,7 @@ class SamBoxesWidget(Container):
         self.box_label.set_classes(self.classes.names)
         for name in _FOLDER_BUTTONS:
             self[name].enabled = True
-        fm.show(0)
+        fm.show(start)
 
     def _folder_closed(self, fm: FolderController) -> None:
         if self.folder_mode is fm:
@@ -477,8 +546,12 @@ class SamBoxesWidget(Container):
             return
         self._closed = True
         # each step on its own: at exit Qt may have deleted some objects
+        remember: dict[str, Any] = {
+            "checkpoint": str(self.checkpoint.value or ""),
+            "points_per_side": int(self.points_per_side.value),
+        }
         for step in (
-            lambda: self.folder_mode.close() if self.folder_mode else None,
+            lambda: self.folder_mode.close(**remember) if self.folder_mode else None,
             lambda: self.annotator.close(reason),
             self.mode.stop,
             self.runs.shutdown,
@@ -486,6 +559,21 @@ class SamBoxesWidget(Container):
         ):
             with contextlib.suppress(RuntimeError):
                 step()
+
+
+class _GiveBackOnEscape(QObject):
+    """Escape in a text field gives the keyboard back to the canvas."""
+
+    def __init__(self, give_back: Any) -> None:
+        super().__init__()
+        self.give_back = give_back
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
+        if event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape:
+            obj.clear()
+            self.give_back()
+            return True
+        return False
 
 
 class _DockWatcher(QObject):
