@@ -57,10 +57,17 @@ def notes(monkeypatch):
 
 
 def press_key(layer, key):
-    """Call the handler a layer binds to ``key`` (as napari does on a key press)."""
+    """Press and release ``key`` on a layer, as napari does: its handler is
+    called, and a generator handler is driven through press and release."""
+    import inspect
+
     from napari.utils.key_bindings import KeyBinding
 
-    return layer.keymap[KeyBinding.from_str(key)](layer)
+    result = layer.keymap[KeyBinding.from_str(key)](layer)
+    if inspect.isgenerator(result):
+        for _ in result:
+            pass
+    return result
 
 
 def blocking_engine(monkeypatch, batches_before_block=1, fail=None):
@@ -148,3 +155,14 @@ def activate(viewer, qtbot):
     window.activateWindow()
     window.raise_()
     qtbot.waitUntil(lambda: QApplication.focusWidget() is not None, timeout=10_000)
+
+
+def shown_folder(make_viewer, folder, ckpt, cache_dir, qtbot, pps=4):
+    """A shown viewer, the panel docked with a test checkpoint, ``folder``
+    open at its first image (candidates there), the window active."""
+    viewer = make_viewer(show=True)
+    widget = make_widget(viewer, ckpt, cache_dir, pps=pps)
+    widget.folder.value = str(folder)
+    wait_image(widget, qtbot, 0)
+    activate(viewer, qtbot)
+    return viewer, widget

@@ -13,7 +13,7 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication, QComboBox
 
-from gui_helpers import TIMEOUT, activate, make_widget, wait_image
+from gui_helpers import TIMEOUT, make_widget, shown_folder, wait_image
 from napari_samboxes import select_box
 from napari_samboxes._napari.input import canvas_widget
 
@@ -93,11 +93,9 @@ def click_pick(viewer, widget, k=0):
 def test_keys_and_clicks_through_a_mixed_folder(
     make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
 ):
-    viewer = make_napari_viewer(show=True)
-    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=4)
-    widget.folder.value = str(mixed)
-    wait_image(widget, qtbot, 0)
-    activate(viewer, qtbot)
+    viewer, widget = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot, pps=4
+    )
     fm = widget.folder_mode
     picked = {}
     for i in range(4):
@@ -116,8 +114,9 @@ def test_keys_and_clicks_through_a_mixed_folder(
             assert viewer.layers.selection.active is widget.annotator.view.layer(
                 "picks"
             )
-    shapes = [viewer.layers[fm.session.name].data.shape for _ in range(1)]
-    assert shapes[0][-1] == 3  # every image in one RGB layer
+    # every image (colour, grey, 16-bit grey) in the one RGB image layer
+    assert fm.image.rgb and fm.image.data.shape[-1] == 3
+    assert [ly for ly in viewer.layers if ly._type_string == "image"] == [fm.image]
     for i in (2, 1, 0):
         press(Qt.Key.Key_A)
         wait_image(widget, qtbot, i)
@@ -170,11 +169,9 @@ def toasts(viewer):
 def test_keys_work_whichever_layer_is_active(
     make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
 ):
-    viewer = make_napari_viewer(show=True)
-    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=4)
-    widget.folder.value = str(mixed)
-    wait_image(widget, qtbot, 0)
-    activate(viewer, qtbot)
+    viewer, widget = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot, pps=4
+    )
     click_pick(viewer, widget)
     click_pick(viewer, widget, 1)
     view = widget.annotator.view
@@ -223,11 +220,9 @@ def test_keys_work_whichever_layer_is_active(
 def test_the_box_list_selects_centres_relabels_and_deletes(
     make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
 ):
-    viewer = make_napari_viewer(show=True)
-    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=4)
-    widget.folder.value = str(mixed)
-    wait_image(widget, qtbot, 0)
-    activate(viewer, qtbot)
+    viewer, widget = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot, pps=4
+    )
     for k in range(3):
         click_pick(viewer, widget, k)
     table = widget.box_list
@@ -276,11 +271,9 @@ def test_an_image_with_no_boxes_marked_done_counts_and_exports(
 ):
     from napari_samboxes.cli import main
 
-    viewer = make_napari_viewer(show=True)
-    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=2)
-    widget.folder.value = str(mixed)
-    wait_image(widget, qtbot, 0)
-    activate(viewer, qtbot)
+    viewer, widget = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot, pps=2
+    )
     press(Qt.Key.Key_D)
     wait_image(widget, qtbot, 1)
     assert "image 2 of 4, 0 annotated" in widget.folder_progress.value
@@ -314,3 +307,52 @@ def test_an_image_with_no_boxes_marked_done_counts_and_exports(
     doc = json.loads(coco.read_text())
     (im,) = [i for i in doc["images"] if i["file_name"].endswith("2-grey.png")]
     assert not [a for a in doc["annotations"] if a["image_id"] == im["id"]]
+
+
+def test_a_users_layer_being_edited_keeps_napari_keys(
+    make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
+):
+    """The plugin's keys act on a user's layer only while it is not being
+    edited: a Labels brush keeps napari's `]` and Ctrl+Z."""
+    viewer, widget = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot
+    )
+    labels = viewer.add_labels(np.zeros((192, 256), np.uint8), name="mine")
+    viewer.layers.selection.active = labels
+    labels.mode = "paint"
+    labels.brush_size = 5
+    press(Qt.Key.Key_BracketRight)  # napari: a larger brush
+    assert labels.brush_size > 5
+    labels.paint((10, 10), 3)
+    assert labels.data[10, 10] == 3
+    press(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # napari's undo
+    assert labels.data[10, 10] == 0
+    press(Qt.Key.Key_D)  # not the plugin's while painting
+    assert widget.folder_mode.target == 0
+    labels.mode = "pan_zoom"  # not being edited: the plugin's keys
+    press(Qt.Key.Key_D)
+    wait_image(widget, qtbot, 1)
+
+
+def test_two_panels_keep_their_keys_and_give_them_back(
+    make_napari_viewer, mixed, structured_ckpt, tmp_path, qtbot
+):
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, first = shown_folder(
+        make_napari_viewer, mixed, structured_ckpt, tmp_path / "cache", qtbot
+    )
+    d = KeyBinding.from_str("d")
+    assert getattr(viewer.keymap.get(d), "samboxes", False)
+    second = make_widget(viewer, structured_ckpt, tmp_path / "cache2")
+    first.shutdown("closed")  # the first panel goes: the second keeps its keys
+    handler = viewer.keymap[d]
+    assert getattr(handler, "samboxes", False)
+    said = []
+    second.notify = lambda text, level="info": said.append(text)
+    settle()
+    assert QApplication.focusWidget() is canvas_widget(viewer)  # not the dock's
+    press(Qt.Key.Key_D)  # the second panel's d: it has no folder open
+    assert said and "open a folder first" in said[-1]
+    second.shutdown("closed")
+    assert viewer.keymap.get(d) is None  # as napari had it

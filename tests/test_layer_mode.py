@@ -149,3 +149,24 @@ def test_a_folder_edit_after_a_run_on_another_image_is_saved(
     shots.selected_data = {0}
     shots.remove_selected()
     qtbot.waitUntil(lambda: len(read_box_table(csv)) == 1, timeout=5000)
+
+
+def test_delete_and_digits_act_on_the_layer_the_key_is_pressed_in(two, qtbot):
+    viewer, w = two
+    first = viewer.layers["photo boxes"]
+    other = viewer.layers["other boxes"]
+    other.selected_data = {0}  # a box left selected in the shown image
+    first.selected_data = {1}
+    press_key(first, "Delete")
+    settle()
+    assert len(first.data) == 1 and len(other.data) == 1
+    first.selected_data = {0}
+    w.box_label.value = "dog"
+    press_key(first, "2")  # the second class ("dog") for the selected box
+    settle()
+    assert list(first.features["label"]) == ["dog"]
+    assert list(other.features["label"]) == ["cat"]
+    press_key(first, "Control-Z")
+    press_key(first, "Control-Z")
+    settle()
+    assert len(first.data) == 2 and len(other.data) == 1

@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 
-from gui_helpers import activate, make_widget, wait_image
+from gui_helpers import shown_folder, wait_image
 from napari_samboxes._napari.input import canvas_widget
 
 
@@ -35,11 +35,9 @@ def folder(tmp_path, photo):
 def test_next_and_prev_while_the_look_ahead_computes_never_stall(
     make_napari_viewer, folder, structured_ckpt, tmp_path, qtbot
 ):
-    viewer = make_napari_viewer(show=True)
-    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=8)
-    widget.folder.value = str(folder)
-    wait_image(widget, qtbot, 0)
-    activate(viewer, qtbot)
+    viewer, widget = shown_folder(
+        make_napari_viewer, folder, structured_ckpt, tmp_path / "cache", qtbot, pps=8
+    )
     qtbot.waitUntil(lambda: widget.folder_mode.looking_ahead, timeout=60_000)
     assert QApplication.focusWidget() is canvas_widget(viewer)
     gaps, last = [], [time.perf_counter()]

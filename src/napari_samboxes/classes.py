@@ -133,10 +133,20 @@ class ClassList:
         self._names = names or [DEFAULT_CLASS]
 
     def load(self, path: str | Path) -> list[str]:
-        """Add the classes of a ``classes.txt`` and save to it from now on;
-        returns the classes added. Raises ``OSError`` or ``ValueError``."""
+        """Take the classes of a ``classes.txt`` and save to it from now on;
+        returns the classes added. The file's classes come first, in its
+        order (their colours are their places there); classes of the session
+        that the file lacks follow. Raises ``OSError`` or ``ValueError``."""
         self.path = Path(path)
-        return self.add(read_classes(path)) if self.path.is_file() else []
+        if not self.path.is_file():
+            return []
+        listed = read_classes(path)
+        new = [n for n in listed if n not in self._names]
+        ours = [] if self.placeholder else self._names
+        merged = merge_classes(listed, ours)
+        if merged:
+            self._names, self.placeholder = merged, False
+        return new
 
     def save(self) -> Path | None:
         """Write the classes to :attr:`path` (nothing without a path),

@@ -18,7 +18,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .cli_datasets import DATASET_COMMANDS, add_dataset_commands, run_dataset_command
+from .cli_datasets import (
+    DATASET_COMMANDS,
+    add_dataset_commands,
+    add_model_arguments,
+    run_dataset_command,
+)
 from .settings import DEFAULTS, Settings, SettingsError
 
 __all__ = ["main"]
@@ -69,12 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--scheduler", help="run on the Dask cluster at ADDRESS")
     add_dataset_commands(sub)
-    t = sub.add_parser("tighten", help="snap a folder's boxes to SAM's candidates")
-    t.add_argument("folder", help="image folder (with annotations/)")
-    t.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
-    t.add_argument("--checkpoint", help="mobile_sam.pt (default: found automatically)")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    t.add_argument("--cache", help="cache folder (default: the user cache)")
+    add_model_arguments(
+        sub.add_parser("tighten", help="snap a folder's boxes to SAM's candidates")
+    )
     f = sub.add_parser("fetch-weights", help="download the official mobile_sam.pt")
     f.add_argument("--dest", help="folder or .pt path (default: the user cache)")
     return p

@@ -60,12 +60,9 @@ def add_dataset_commands(sub: Any) -> None:
         action="store_true",
         help="replace existing box tables (and write through links inside DIR)",
     )
-    mk = sub.add_parser("masks", help="compute and store the SAM masks of boxes")
-    mk.add_argument("folder", help="image folder (with annotations/)")
-    mk.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
-    mk.add_argument("--checkpoint", help="mobile_sam.pt (default: found automatically)")
-    mk.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    mk.add_argument("--cache", help="cache folder (default: the user cache)")
+    add_model_arguments(
+        sub.add_parser("masks", help="compute and store the SAM masks of boxes")
+    )
 
 
 def run_dataset_command(args: argparse.Namespace) -> int:
@@ -144,3 +141,14 @@ def _masks(args: argparse.Namespace) -> int:
     for m in report.messages:
         print(m)
     return 1 if report.messages else 0
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """A folder and the model's options (``masks``, ``tighten``)."""
+    parser.add_argument("folder", help="image folder (with annotations/)")
+    parser.add_argument("--points-per-side", type=int, default=DEFAULTS.points_per_side)
+    parser.add_argument(
+        "--checkpoint", help="mobile_sam.pt (default: found automatically)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--cache", help="cache folder (default: the user cache)")

@@ -231,6 +231,41 @@ def iter_raw_batches(
             bi += 1
 
 
+def decode_prompts(
+    sam: Any,
+    embedding: Embedding,
+    points: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    multimask: bool = False,
+) -> tuple[Any, Any]:
+    """One decoder call for K prompts (positive points and/or boxes, image
+    coordinates): the low-resolution mask logits (K, M, h, w) and the
+    predicted IoUs (K, M), as torch tensors (M = 3 with ``multimask``)."""
+    import torch
+
+    tr = _transform(sam)
+    dev = embedding.features.device
+    size = embedding.original_size
+    pts = None
+    if points is not None:
+        p = np.asarray(points, dtype=np.float64)
+        coords = torch.as_tensor(tr.apply_coords(p, size), dtype=torch.float)
+        labels = torch.ones(p.shape[:2], dtype=torch.int, device=dev)
+        pts = (coords.to(dev), labels)
+    box_t = None
+    if boxes is not None:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        box_t = torch.as_tensor(tr.apply_boxes(b, size), dtype=torch.float, device=dev)
+    sparse, dense = sam.prompt_encoder(points=pts, boxes=box_t, masks=None)
+    return sam.mask_decoder(  # type: ignore[no-any-return]
+        image_embeddings=embedding.features,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+
+
 def prompt_boxes(
     model: Any,
     embedding: Embedding,
@@ -265,26 +300,14 @@ def prompt_boxes(
 
     sam, _ = _as_sam(model)
     dev = embedding.features.device
-    tr = _transform(sam)
     size = embedding.original_size
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     if len(b) == 0:
         return np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.float32)
     with torch.inference_mode():
-        box_t = torch.as_tensor(tr.apply_boxes(b, size), dtype=torch.float, device=dev)
-        pts = None
-        if points is not None:
-            p = np.asarray(points, dtype=np.float64).reshape(len(b), -1, 2)
-            coords = torch.as_tensor(tr.apply_coords(p, size), dtype=torch.float)
-            labels = torch.ones(p.shape[:2], dtype=torch.int, device=dev)
-            pts = (coords.to(dev), labels)
-        sparse, dense = sam.prompt_encoder(points=pts, boxes=box_t, masks=None)
-        low, iou = sam.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
+        p = None if points is None else np.asarray(points, np.float64)
+        low, iou = decode_prompts(
+            sam, embedding, p.reshape(len(b), -1, 2) if p is not None else None, b
         )
         up = Upsampler(
             embedding.input_size,

@@ -111,6 +111,10 @@ class FolderSession:
             self._annotated.discard(name)
         return True
 
+    def unsaved_keys(self) -> set[str]:
+        """The keys of the images whose boxes are not written yet."""
+        return set(self._dirty)
+
     @property
     def pending(self) -> bool:
         """Whether some boxes are not written yet."""

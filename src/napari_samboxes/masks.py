@@ -64,30 +64,17 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _decode(sam: Any, emb: Embedding, prompts: list[Prompt], multimask: bool) -> Any:
     """One decoder call for prompts of one kind; low-res masks (K, M, h, w)."""
-    import torch
-    from mobile_sam.utils.transforms import ResizeLongestSide
+    from .engine import decode_prompts
 
-    tr = ResizeLongestSide(sam.image_encoder.img_size)
-    dev = emb.features.device
-    size = emb.original_size
-    pts = None
-    if prompts[0].points:
-        p = np.array([pr.points for pr in prompts], dtype=np.float64)
-        coords = torch.as_tensor(tr.apply_coords(p, size), dtype=torch.float)
-        labels = torch.ones(p.shape[:2], dtype=torch.int, device=dev)
-        pts = (coords.to(dev), labels)
-    boxes = None
-    if prompts[0].box is not None:
-        b = np.array([pr.box for pr in prompts], dtype=np.float64)
-        boxes = torch.as_tensor(tr.apply_boxes(b, size), dtype=torch.float, device=dev)
-    sparse, dense = sam.prompt_encoder(points=pts, boxes=boxes, masks=None)
-    low, _ = sam.mask_decoder(
-        image_embeddings=emb.features,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=multimask,
+    points = (
+        np.array([pr.points for pr in prompts], float) if prompts[0].points else None
     )
+    boxes = (
+        np.array([pr.box for pr in prompts], float)
+        if prompts[0].box is not None
+        else None
+    )
+    low, _ = decode_prompts(sam, emb, points, boxes, multimask)
     return low
 
 

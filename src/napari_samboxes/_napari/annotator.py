@@ -412,14 +412,19 @@ class Annotator:
         return box
 
     # -- changes of the boxes -------------------------------------------------------
-    def target_key(self, source: Any = None) -> str:
-        """The image an edit key acts on: the one whose boxes layer the key
-        was pressed on (or is active), else the shown one."""
+    def view_for(self, source: Any = None) -> ImageLayers | None:
+        """The layers a key acts on: those whose boxes layer the key was
+        pressed on (or is active), else the shown image's."""
         layer = source if source is not None else self.viewer.layers.selection.active
         for view in self.views.values():
             if layer is not None and layer is view.layer("boxes"):
-                return view.key
-        return self.session.image_key
+                return view
+        return self.view
+
+    def target_key(self, source: Any = None) -> str:
+        """The image a key acts on (see :meth:`view_for`)."""
+        view = self.view_for(source)
+        return view.key if view is not None else self.session.image_key
 
     def undo(self, source: Any = None) -> Change:
         """Undo the last change (of the image whose boxes layer the key was
@@ -458,7 +463,7 @@ class Annotator:
             if stored.changed and not self.closed:
                 self.changed.emit(stored)  # saved; nothing to redraw
 
-        self.runs.submit("prompt", job, on_return=done)
+        self.runs.submit("masks", job, on_return=done)
         return change
 
     def _on_selection(self, view: ImageLayers) -> None:
@@ -468,12 +473,14 @@ class Annotator:
         if view is self.view:
             self.selection_changed.emit(self.selected())
 
-    def selected(self) -> list[int]:
-        """The boxes selected in the shown image's boxes layer."""
-        layer = self.view.layer("boxes") if self.view is not None else None
-        if layer is None:
+    def selected(self, source: Any = None) -> list[int]:
+        """The boxes selected in the boxes layer a key acts on (see
+        :meth:`view_for`; default: the shown image's)."""
+        view = self.view_for(source) if source is not None else self.view
+        layer = view.layer("boxes") if view is not None else None
+        if layer is None or view is None:
             return []
-        n = len(self.session.boxes)
+        n = len(self.session.boxes_of(view.key))
         return sorted(i for i in layer.selected_data if 0 <= i < n)
 
     def select(self, rows: list[int], centre: bool = True) -> None:
@@ -504,23 +511,28 @@ class Annotator:
         self.select([i])
         self.say(f"box {i + 1} of {n}: '{self.session.boxes.labels[i]}'")
 
-    def relabel_selected(self, label: str | None = None) -> Change | None:
-        """Give the selected boxes the current class (or ``label``)."""
-        chosen = self.selected()
+    def relabel_selected(
+        self, label: str | None = None, source: Any = None
+    ) -> Change | None:
+        """Give the selected boxes (of the boxes layer the key was pressed
+        on, else of the shown image) the current class, or ``label``."""
+        chosen = self.selected(source)
         if not chosen:
             self.notify(
                 "select boxes first (Tab, the box list, or napari's select tool)."
             )
             return None
-        return self.apply(self.session.relabel(chosen, label or self.label))
+        key = self.target_key(source)
+        return self.apply(self.session.relabel(chosen, label or self.label, key))
 
-    def delete_selected(self) -> Change | None:
-        """Delete the selected boxes (one undo step)."""
-        chosen = self.selected()
+    def delete_selected(self, source: Any = None) -> Change | None:
+        """Delete the selected boxes (one undo step), of the boxes layer the
+        key was pressed on, else of the shown image."""
+        chosen = self.selected(source)
         if not chosen:
             self.say("select boxes to delete them (Tab, or the box list)")
             return None
-        return self.apply(self.session.delete(chosen))
+        return self.apply(self.session.delete(chosen, self.target_key(source)))
 
     # -- SAM prompts -------------------------------------------------------------
     def _prompter(self) -> Prompter | None:
@@ -558,6 +570,7 @@ class Annotator:
             job,
             on_return=finish,
             on_error=lambda e: self.notify(f"SAM prompt failed: {e}", "error"),
+            on_abort=lambda: self.say("a SAM prompt was dropped for a newer one"),
         )
 
     def _prompt_fallback(
@@ -575,10 +588,12 @@ class Annotator:
         def done(result: tuple[np.ndarray, np.ndarray]) -> None:
             got, ious = result
             if is_empty(got)[0]:
-                return self.notify(
+                text = (
                     "no candidate holds both points and SAM found no object in "
                     "their box; draw it by hand."
                 )
+                self.say(text)
+                return self.notify(text)
             kept = points[0] if PROMPT_WITH_POINTS else ()
             self.add_with_mask(
                 self.session.add_prompted(

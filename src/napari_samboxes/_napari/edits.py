@@ -97,6 +97,7 @@ class LayerEdits:
             new = view.read_boxes(self.defaults()).carrying(old)
         except ValueError as e:  # a shape that is no box (NaN, several slices)
             self.warn(f"{e}; the edit is undone.")
+            view.shown = _unknown(view.layer("boxes"))  # redraw every shape
             QTimer.singleShot(0, lambda: self._redraw(view))
             return
         layer = view.layer("boxes")
@@ -259,3 +260,10 @@ def _moved_by_hand(old: Boxes, new: Boxes) -> Boxes:
         if new.sources[i] != "hand":
             new = new.replaced(int(i), new.xyxy[i], float("nan"), "hand")
     return new
+
+
+def _unknown(layer: Any) -> Boxes:
+    """Boxes that match no shape of ``layer`` (so that a redraw replaces
+    them all)."""
+    n = len(layer.data) if layer is not None else 0
+    return Boxes(np.full((n, 4), np.nan), ("",) * n, np.zeros(n), ("hand",) * n)

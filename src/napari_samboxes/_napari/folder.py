@@ -192,18 +192,17 @@ class FolderController:
         """Move to image ``index`` (clipped): shown once its file is read."""
         s = self.session
         index = s.clip(index)
-        self.target = index
-        self._move += 1  # deferred steps of earlier moves see it and stop
-        move = self._move
         self.flush()
-        self.runs.stop("lookahead")
         key = s.key(index)
         try:  # a broken table refuses the move before anything changes
             seed = None if self.annotator.session.knows(key) else s.read_boxes(index)
         except (OSError, ValueError) as e:
             self.notify(f"{s.images[index].name}: not shown: {e}", "error")
-            self.target = max(self.index, 0)
             return
+        self.target = index
+        self._move += 1  # deferred steps of earlier moves see it and stop
+        move = self._move
+        self.runs.stop("lookahead")
         self.annotator.stop_run("another image is shown", quiet=True)
         self.say(f"opening {s.images[index].name}...")
         if self.image is None or self.image not in self.viewer.layers:
@@ -237,10 +236,16 @@ class FolderController:
         return move == self._move and not self.closed
 
     def _not_read(self, move: int, exc: BaseException) -> None:
-        if self._current(move):
-            name = self.session.images[self.target].name
-            self.notify(f"{name}: not shown: {exc}", "error")
-            self.target = max(self.index, 0)
+        if not self._current(move):
+            return
+        name = self.session.images[self.target].name
+        self.notify(f"{name}: not shown: {exc}", "error")
+        self.target = max(self.index, 0)
+        s = self.session
+        if s.index >= 0 and self.image is not None:  # its run was stopped
+            self._move += 1
+            run = partial(self._run, self._move, self.image, s.key(s.index))
+            QTimer.singleShot(_LATER_MS, run)
 
     def _present(self, move: int, seed: Boxes | None, loaded: Any) -> None:
         if not self._current(move):
@@ -274,6 +279,8 @@ class FolderController:
         if self.annotator.run is not None:  # the last image's is still stopping
             QTimer.singleShot(4 * _LATER_MS, partial(self._run, move, image, key))
             return
+        if self.annotator.session.committed is not None:
+            return  # its candidates are there (a move that failed)
         request = self.request_for(image)
         if request is not None:
             self.annotator.start_run(image, key, request)

@@ -8,6 +8,11 @@ included), and gives back whatever the layers had bound when it stops.
 Keys pressed anywhere in napari's window but a text field reach napari's
 keymaps (napari forwards them), so the keys work wherever the mouse is.
 
+* On a layer that is not the plugin's, the keys are the plugin's only
+  while that layer is not being edited (``pan_zoom`` mode); in an editing
+  mode (a Labels brush, a user's shapes) napari's own key binding acts, so
+  the plugin never takes a user's tools away. Closing a panel takes only
+  its own bindings out (another panel's stay).
 * Clicks: a left click (press and release within :data:`CLICK_SLOP` screen
   pixels, no modifier) on the canvas places a pick point whenever the
   active layer is in ``pan_zoom`` mode (an image, the picks layer, any
@@ -23,12 +28,15 @@ keymaps (napari forwards them), so the keys work wherever the mouse is.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, Qt
+
+from .layers import META
 
 __all__ = ["CLICK_SLOP", "KEYS", "AnnotationMode", "canvas_widget", "keep_keys_free"]
 
@@ -145,11 +153,11 @@ class AnnotationMode:
         if canvas is not None:
             with contextlib.suppress(RuntimeError):
                 canvas.removeEventFilter(self._tab)
-        for ref, key, before in reversed(self._bound):
+        for ref, key, handler in reversed(self._bound):
             owner = ref()
             if owner is not None:
                 with contextlib.suppress(Exception):
-                    owner.bind_key(key, before, overwrite=True)
+                    _unbind(owner, key, handler)
         self._bound = []
 
     def _on_inserted(self, event: Any) -> None:
@@ -159,12 +167,9 @@ class AnnotationMode:
         for key, name in KEYS.items():
             if key in ("Tab", "Shift-Tab"):
                 continue  # Qt takes them first: see _TabFilter
-
-            def handler(source: Any = None, name: str = name) -> None:
-                self.do(name, source)
-
-            before = owner.bind_key(key, handler, overwrite=True)
-            self._bound.append((weakref.ref(owner), key, before))
+            handler = _handler(self, name, key)
+            handler.before = owner.bind_key(key, handler, overwrite=True)
+            self._bound.append((weakref.ref(owner), key, handler))
 
     def do(self, name: str, source: Any = None) -> None:
         """Run the action ``name`` (if the panel has it) for a key pressed
@@ -206,6 +211,76 @@ class AnnotationMode:
                 canvas.setFocus(Qt.FocusReason.OtherFocusReason)
 
 
+def _handler(mode: AnnotationMode, name: str, key: str) -> Any:
+    """One key of the plugin bound on one layer (or the viewer).
+
+    On the plugin's own layers and the viewer the key is always the
+    plugin's. On any other layer it is the plugin's only while that layer is
+    not being edited (``pan_zoom`` mode, or a layer without modes); in an
+    editing mode (a Labels brush, napari's shape tools on a user's layer) it
+    goes on to what was bound before, else to the layer's own key (napari's
+    class keymap), press and release, so napari's keys keep working there.
+    A generator function, so that napari drives a key's release too.
+    """
+    ref = weakref.ref(mode)
+
+    def handler(owner: Any = None) -> Any:
+        m = ref()
+        if m is not None and m.active and _plugin_key(owner, key):
+            m.do(name, owner)
+            return
+        before = handler.before  # type: ignore[attr-defined]
+        other = before if before is not None else _class_binding(owner, key)
+        if other is None:
+            return
+        result = other(owner)
+        if inspect.isgenerator(result):  # napari's press-and-release keys
+            yield from result
+
+    handler.before = None  # type: ignore[attr-defined]
+    handler.samboxes = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _plugin_key(owner: Any, key: str) -> bool:
+    """Whether ``key`` pressed on ``owner`` is the plugin's (``Escape`` is
+    napari's on any layer being edited: it ends a shape being drawn)."""
+    if not hasattr(owner, "mode"):
+        return True  # the viewer, a layer without modes
+    meta = getattr(owner, "metadata", None)
+    if isinstance(meta, dict) and META in meta and key != "Escape":
+        return True  # a layer of the plugin
+    return str(owner.mode) == "pan_zoom"
+
+
+def _class_binding(owner: Any, key: str) -> Any:
+    """napari's own binding of ``key`` for ``owner``'s class, if any."""
+    from napari.utils.key_bindings import KeyBinding
+
+    kb = KeyBinding.from_str(key)
+    for cls in type(owner).__mro__:
+        func = getattr(cls, "class_keymap", {}).get(kb)
+        if func is not None and func is not Ellipsis:
+            return func
+    return None
+
+
+def _unbind(owner: Any, key: str, handler: Any) -> None:
+    """Take ``handler`` out of ``owner``'s chain of bindings for ``key``:
+    the binding before it comes back (a panel opened later keeps its own)."""
+    from napari.utils.key_bindings import KeyBinding
+
+    current = owner.keymap.get(KeyBinding.from_str(key))
+    if current is handler:
+        owner.bind_key(key, handler.before, overwrite=True)
+        return
+    while getattr(current, "samboxes", False):  # a later panel's, on top of us
+        if current.before is handler:
+            current.before = handler.before
+            return
+        current = current.before
+
+
 def keep_keys_free(widget: Any, give_back: Callable[[], Any]) -> None:
     """Buttons, check boxes and drop-downs under ``widget`` never take the
     keyboard focus; text fields and spin boxes hand it back to the canvas
@@ -225,9 +300,39 @@ def keep_keys_free(widget: Any, give_back: Callable[[], Any]) -> None:
             child.setFocusPolicy(Qt.FocusPolicy.NoFocus)
     for child in widget.findChildren(QAbstractItemView):
         child.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    # fields take the keyboard only when clicked (not when the dock opens,
+    # nor by Tab, nor when code sets their value), and give it back when
+    # their editing ends
+    stray = _NoStrayFocus(give_back, widget)
     for child in widget.findChildren(QAbstractSpinBox):
+        child.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        child.installEventFilter(stray)
         child.editingFinished.connect(give_back)
     for child in widget.findChildren(QLineEdit):
+        child.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        child.installEventFilter(stray)
         if isinstance(child.parent(), (QAbstractSpinBox, QComboBox)):
             continue
         child.editingFinished.connect(give_back)
+
+
+class _NoStrayFocus(QObject):
+    """A text field that gets the keyboard other than by a click or a key
+    (superqt's spin box takes it when its value is set from code) gives it
+    back at once."""
+
+    def __init__(self, give_back: Callable[[], Any], parent: Any) -> None:
+        super().__init__(parent)
+        self.give_back = give_back
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
+        if event.type() == QEvent.Type.FocusIn and event.reason() not in (
+            Qt.FocusReason.MouseFocusReason,
+            Qt.FocusReason.TabFocusReason,
+            Qt.FocusReason.BacktabFocusReason,
+            Qt.FocusReason.ShortcutFocusReason,
+        ):
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, self.give_back)
+        return False

@@ -7,7 +7,8 @@ for good, so a panel runs its work in a ``QThreadPool`` of its own:
 
 * one job per *slot* at a time: ``run`` (the shown image: reading it and
   its candidates), ``lookahead`` (folder mode's precomputation),
-  ``prompt`` (box prompts, tighten) and ``download`` (the weights);
+  ``prompt`` (box prompts, tighten), ``masks`` (the masks of picked boxes)
+  and ``download`` (the weights);
 * a new job for a busy slot asks the running one to stop and starts when
   it has ended (a worker still inside the image encoder is waited for,
   never forgotten); a job queued behind it is replaced, not piled up;
@@ -49,7 +50,7 @@ from ..session import Session
 __all__ = ["SHUTDOWN_WAIT_MS", "SLOTS", "CandidateRun", "Job", "RunController"]
 
 #: The kinds of work a panel runs, at most one job of each at a time.
-SLOTS = ("run", "lookahead", "prompt", "download")
+SLOTS = ("run", "lookahead", "prompt", "masks", "download")
 #: How long closing a panel waits for its stopped workers (ms).
 SHUTDOWN_WAIT_MS = 2000
 
@@ -77,7 +78,6 @@ class Job(QRunnable):
         self._fn, self._args, self._kwargs = fn, args, kwargs
         self._quit = threading.Event()
         self._ended = threading.Event()
-        self.started = False
 
     def quit(self) -> None:
         """Ask the job to stop at its next yield."""
@@ -92,10 +92,6 @@ class Job(QRunnable):
     def ended(self) -> bool:
         """Whether the job has ended (or was dropped before it started)."""
         return self._ended.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has ended; False on timeout."""
-        return self._ended.wait(timeout)
 
     def _emit(self, name: str, *args: Any) -> None:
         try:
@@ -196,7 +192,6 @@ class RunController:
 
     def _start(self, slot: str, job: Job) -> None:
         self._current[slot] = job
-        job.started = True
         self.pool.start(job)
 
     def _ended(self, slot: str, job: Job) -> None:

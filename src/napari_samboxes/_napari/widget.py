@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container
 from psygnal import Signal
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 
 from ..cache import CandidateCache
 from ..classes import ClassList
@@ -90,6 +90,8 @@ class SamBoxesWidget(Container):
         )
         self.folder_mode: FolderController | None = None
         self._closed = False
+        #: Keys of boxes a closed folder mode could not write.
+        self._unsaved: set[str] = set()
         self._said = ""
         self._picks = 0
         self.extend(controls.make_groups(self._image_choices, find_checkpoint()))
@@ -154,13 +156,13 @@ class SamBoxesWidget(Container):
             "undo": a.undo,
             "redo": a.redo,
             "mark_done": lambda _: self.toggle_done(),
-            "delete": lambda _: a.delete_selected(),
+            "delete": a.delete_selected,
             "clear_picks": lambda _: a.clear_picks(),
             "next_box": lambda _: a.select_next(1),
             "prev_box": lambda _: a.select_next(-1),
         }
         for n in range(1, 10):
-            actions[f"class_{n}"] = lambda _, n=n: self.choose_class(n)
+            actions[f"class_{n}"] = lambda source, n=n: self.choose_class(n, source)
         return actions
 
     def _add_callbacks(self) -> None:
@@ -178,7 +180,7 @@ class SamBoxesWidget(Container):
         self.tighten.changed.connect(a.tighten)
         self.relabel.changed.connect(lambda: a.relabel_selected())
         self.delete.changed.connect(a.delete_selected)
-        self.folder.changed.connect(self.open_folder)
+        _when_set(self.folder, self.open_folder)
         self.prev_image.changed.connect(lambda: self._folder_do("step", -1))
         self.next_image.changed.connect(lambda: self._folder_do("step", 1))
         self.next_unannotated.changed.connect(
@@ -192,7 +194,7 @@ class SamBoxesWidget(Container):
         self.new_class.native.returnPressed.connect(self._new_class)
         self._escape = _GiveBackOnEscape(self.mode.focus_canvas)
         self.new_class.native.installEventFilter(self._escape)
-        self.classes_file.changed.connect(self._load_classes)
+        _when_set(self.classes_file, self._load_classes)
         a.changed.connect(lambda change: self.boxes_changed.emit(change.boxes))
         a.run_finished.connect(self._on_run_finished)
         a.shown.connect(lambda boxes: self.box_list.show_boxes(boxes, a.selected()))
@@ -207,7 +209,11 @@ class SamBoxesWidget(Container):
         layers.selection.events.active.connect(self._on_active_layer)
         self._watcher = _DockWatcher(self)
         self.native.installEventFilter(self._watcher)
-        self.native.destroyed.connect(lambda *_: self.shutdown())
+        # once docked (see _DockWatcher), Qt deleting the panel's widget shuts
+        # it down; an undocked panel has no such hook (Python collects it, and
+        # Qt must not call into a half-collected object)
+        self._on_destroyed = lambda *_: self.shutdown()
+        self._hooked = False
         window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
         a.edits.watch_tables(window)
 
@@ -270,13 +276,14 @@ class SamBoxesWidget(Container):
         self.say(self._said)
 
     # -- classes -----------------------------------------------------------------------
-    def choose_class(self, n: int) -> None:
-        """Key ``n``: relabel the selected boxes, else make it the class."""
+    def choose_class(self, n: int, source: Any = None) -> None:
+        """Key ``n``: relabel the selected boxes (of the boxes layer the key
+        was pressed on, else of the shown image), else make it the class."""
         name = self.classes.nth(n)
         if name is None:
             return self.say(f"there is no class {n} (the list has {len(self.classes)})")
-        if self.annotator.selected():
-            self.annotator.relabel_selected(name)
+        if self.annotator.selected(source):
+            self.annotator.relabel_selected(name, source)
         else:
             self.box_label.value = name
             self.say(f"class {n}: {name}")
@@ -435,10 +442,13 @@ class SamBoxesWidget(Container):
         from ..model import fetch_weights
 
         def done(path: Path) -> None:
-            self.checkpoint.value = str(path)
-            self.notify(f"downloaded {path}")
+            if not self._closed:
+                self.checkpoint.value = str(path)
+                self.notify(f"downloaded {path}")
 
         def failed(exc: BaseException) -> None:
+            if self._closed:
+                return
             self.notify(
                 f"the download failed ({exc}); download mobile_sam.pt by hand and "
                 "choose it as the checkpoint.",
@@ -492,7 +502,15 @@ class SamBoxesWidget(Container):
             return self.notify(str(e), "error")
         self.folder_mode = fm
         fm.on_closed = lambda: self._folder_closed(fm)
-        self.session.forget([str(p) for p in fm.session.images])
+        # the files are the truth again, but for boxes a closed folder mode
+        # could not write (kept, and saved with the next change)
+        unsaved = set(self._unsaved)
+        self.session.forget(
+            [str(p) for p in fm.session.images if str(p) not in unsaved]
+        )
+        for key in unsaved:
+            if fm.session.record(key, self.session.boxes_of(key)):
+                self._unsaved.discard(key)
         with self.classes_file.changed.blocked():
             self.classes_file.value = str(fm.session.dataset.classes_path)
         self.classes.replace(fm.session.classes.names)
@@ -503,6 +521,7 @@ class SamBoxesWidget(Container):
         fm.show(start)
 
     def _folder_closed(self, fm: FolderController) -> None:
+        self._unsaved |= fm.session.unsaved_keys()
         if self.folder_mode is fm:
             self.folder_mode = None
             if not self._closed:
@@ -545,6 +564,9 @@ class SamBoxesWidget(Container):
         if self._closed:
             return
         self._closed = True
+        if self._hooked:
+            with contextlib.suppress(TypeError, RuntimeError):
+                self.native.destroyed.disconnect(self._on_destroyed)
         # each step on its own: at exit Qt may have deleted some objects
         remember: dict[str, Any] = {
             "checkpoint": str(self.checkpoint.value or ""),
@@ -559,6 +581,21 @@ class SamBoxesWidget(Container):
         ):
             with contextlib.suppress(RuntimeError):
                 step()
+
+
+def _when_set(field: Any, act: Any) -> None:
+    """Call ``act`` when a file field is set: from Python or its browse
+    button at once, when typed only once the typing ends (Enter, or the
+    focus leaves): not on every key stroke."""
+    line = field.line_edit.native
+
+    def changed(*_: Any) -> None:
+        if not line.hasFocus():
+            act()
+
+    field.changed.connect(changed)
+    line.editingFinished.connect(lambda: act() if line.isModified() else None)
+    line.editingFinished.connect(lambda: line.setModified(False))
 
 
 class _GiveBackOnEscape(QObject):
@@ -585,14 +622,19 @@ class _DockWatcher(QObject):
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's)
         w = getattr(self, "w", None)  # None while Python tears it down
-        if w is None or w._closed:
+        if w is None or getattr(w, "_closed", True):
             return False
         kind, mode = event.type(), w.folder_mode
         if kind == QEvent.Type.ParentChange and obj.parent() is None:
             w.shutdown("the SAM boxes panel was closed")
-        elif mode is not None and not event.spontaneous():
-            if kind == QEvent.Type.Hide:
-                mode.pause()
-            elif kind == QEvent.Type.Show:
+        elif kind == QEvent.Type.ParentChange and not w._hooked:  # docked
+            w._hooked = True
+            obj.destroyed.connect(w._on_destroyed)
+        elif kind == QEvent.Type.Show and not event.spontaneous():
+            # napari gives a dock it shows the keyboard: the canvas takes it back
+            QTimer.singleShot(0, w.mode.focus_canvas)
+            if mode is not None:
                 mode.resume()
+        elif kind == QEvent.Type.Hide and mode is not None and not event.spontaneous():
+            mode.pause()
         return False
