@@ -3,10 +3,11 @@
 :class:`Annotator` joins the Qt-free :class:`~napari_samboxes.session.Session`
 to napari: every image layer being annotated has its
 :class:`~.layers.ImageLayers`; runs of the pipeline fill the session's
-candidates (:class:`~.runs.CandidateRun`); picks, steps, undo, relabel,
-delete and tighten are session operations whose :class:`Change` is drawn
-in the layers of the image it changed. Edits made with napari's own tools
-come in through :class:`~.edits.LayerEdits`.
+candidates (:class:`~.runs.CandidateRun`); picks, steps, undo, relabel and
+delete are session operations whose :class:`Change` is drawn in the layers
+of the image it changed. Edits made with napari's own tools come in
+through :class:`~.edits.LayerEdits`; questions to SAM after the run (the
+prompt fallback, tighten, masks) go through :class:`~.prompts.SamPrompts`.
 """
 
 from __future__ import annotations
@@ -25,19 +26,16 @@ from ..cache import CandidateCache
 from ..classes import DEFAULT_CLASS, ClassList
 from ..pipeline import RunRequest
 from ..session import Change, Session
-from ..tighten import PROMPT_WITH_POINTS, Prompter, is_empty, tighten_boxes
 from .edits import LayerEdits
 from .layers import ImageLayers
+from .prompts import SamPrompts
 from .runs import CandidateRun, RunController
 
-__all__ = ["DISPLAY_MODES", "INLINE_PROMPT_S", "Annotator", "layer_key"]
+__all__ = ["DISPLAY_MODES", "Annotator", "layer_key"]
 
 #: Choices of the ``show_candidates`` control. "under cursor" is the
 #: default: with hundreds of candidates, drawing them all hides the image.
 DISPLAY_MODES = ("under cursor", "all", "none")
-#: A prompt runs on the UI thread when the last one on the device took less
-#: than this (seconds) and no encode is needed; else in a worker.
-INLINE_PROMPT_S = 0.05
 #: While a run streams, "all" candidates are redrawn at most this often (ms).
 _REDRAW_MS = 300
 
@@ -101,7 +99,6 @@ class Annotator:
         self.run: CandidateRun | None = None
         self.request: RunRequest | None = None
         self.closed = False
-        self._last_prompt_s: dict[str, float] = {}
         self._redraw = QTimer()
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_candidates)
@@ -114,6 +111,7 @@ class Annotator:
             self.classes_added.emit,
             self.draw_boxes,
         )
+        self.prompts = SamPrompts(self)
 
     # -- images ------------------------------------------------------------------
     def view_of(self, key: str) -> ImageLayers | None:
@@ -388,7 +386,7 @@ class Annotator:
         result = self.session.pick(pts[:, [-1, -2]], label, sl)
         if result.change is None:
             if result.prompt and result.span is not None:
-                self._prompt_fallback(result.span, pts[:, [-1, -2]], label)
+                self.prompts.fallback(result.span, pts[:, [-1, -2]], label)
             else:
                 self.notify(result.reason)
             return None
@@ -440,30 +438,10 @@ class Annotator:
         return self.add_with_mask(self.session.step(direction))
 
     def add_with_mask(self, change: Change) -> Change:
-        """Draw a change that made a box from SAM, then compute the box's
-        mask (from its prompt and the image embedding) in the ``prompt``
-        worker; it is stored with the box, without an undo step."""
+        """Draw a change that made a box from SAM; its mask is computed in
+        the background (:meth:`SamPrompts.fill_masks`)."""
         self.apply(change)
-        emb = self.session.embedding
-        if emb is None and self.run is not None:
-            emb = self.run.embedding
-        req = self.request
-        if not change.changed or emb is None or req is None or self.closed:
-            return change  # ``napari-samboxes masks DIR`` fills it in later
-        from ..masks import fill_masks
-        from ..pipeline import get_model
-
-        before = change.boxes
-
-        def job() -> Any:  # every box still without its mask, in the worker
-            return fill_masks(before, get_model(req.checkpoint, req.device), emb)
-
-        def done(after: Any) -> None:
-            stored = self.session.set_masks(before, after, change.key)
-            if stored.changed and not self.closed:
-                self.changed.emit(stored)  # saved; nothing to redraw
-
-        self.runs.submit("masks", job, on_return=done)
+        self.prompts.fill_masks(change)
         return change
 
     def _on_selection(self, view: ImageLayers) -> None:
@@ -534,107 +512,9 @@ class Annotator:
             return None
         return self.apply(self.session.delete(chosen, self.target_key(source)))
 
-    # -- SAM prompts -------------------------------------------------------------
-    def _prompter(self) -> Prompter | None:
-        s, req = self.session, self.request
-        cset = s.candidate_set
-        if cset is None or req is None:
-            return None
-        emb = s.embedding
-        if emb is None and self.run is not None:
-            emb = self.run.embedding  # a run still streaming
-        return Prompter(req, cset.scale, emb, self.cache)
-
-    def _ask(
-        self, p: Prompter, job: Callable[[], Any], done: Callable[[Any], Any]
-    ) -> None:
-        """``done(job())``: inline when a prompt is known to be quick, else
-        ``job`` in the ``prompt`` slot and ``done`` on the main thread."""
-        s, key, cset = self.session, self.session.image_key, self.session.candidate_set
-        device = str(p.request.device)
-
-        def finish(result: Any) -> None:
-            self._last_prompt_s[device] = p.last_seconds
-            if s.embedding is None and s.candidate_set is cset:
-                s.embedding = p.embedding  # encoded (or loaded) once, kept
-            if s.image_key == key and not self.closed:
-                done(result)
-
-        if p.embedding is not None and self._last_prompt_s.get(device, 1.0) < (
-            INLINE_PROMPT_S
-        ):
-            return finish(job())
-        self.say("asking SAM for a box...")
-        self.runs.submit(
-            "prompt",
-            job,
-            on_return=finish,
-            on_error=lambda e: self.notify(f"SAM prompt failed: {e}", "error"),
-            on_abort=lambda: self.say("a SAM prompt was dropped for a newer one"),
-        )
-
-    def _prompt_fallback(
-        self, span: tuple[float, float, float, float], points_xy: np.ndarray, label: str
-    ) -> None:
-        p = self._prompter()
-        if p is None:
-            return self.notify("no candidate box contains both points")
-        box = np.asarray(span, dtype=np.float64)[None]
-        points = np.asarray(points_xy, dtype=np.float64)[None]
-
-        def job() -> tuple[np.ndarray, np.ndarray]:
-            return p(box, points if PROMPT_WITH_POINTS else None)
-
-        def done(result: tuple[np.ndarray, np.ndarray]) -> None:
-            got, ious = result
-            if is_empty(got)[0]:
-                text = (
-                    "no candidate holds both points and SAM found no object in "
-                    "their box; draw it by hand."
-                )
-                self.say(text)
-                return self.notify(text)
-            kept = points[0] if PROMPT_WITH_POINTS else ()
-            self.add_with_mask(
-                self.session.add_prompted(
-                    got[0], float(ious[0]), label, prompt_box=box[0], prompt_points=kept
-                )
-            )
-            self.notify(
-                f"no candidate held both points: box from SAM (IoU {ious[0]:.2f})"
-            )
-
-        self._ask(p, job, done)
-
     def tighten(self) -> None:
         """Snap the selected boxes (or all) to candidates, else to prompts."""
-        s = self.session
-        p = self._prompter()
-        if p is None:
-            return self.notify("press Run first: tighten snaps boxes to SAM's boxes.")
-        chosen = self.selected()
-        before = s.boxes
-        asked: list[np.ndarray] = []
-
-        def probe(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            asked.append(b)
-            return np.zeros_like(b), np.zeros(len(b))
-
-        cands, sl = s.candidates, s.slice_index  # read here, not in the worker
-
-        def run(prompt: Any) -> Any:
-            return tighten_boxes(before, cands, chosen or None, prompt, slice_index=sl)
-
-        def done(result: Any) -> None:
-            if s.boxes is not before:
-                return self.notify("the boxes changed while tightening; tighten again.")
-            self.apply(s.replace_all(result.boxes, result.message))
-            self.notify(result.message)
-
-        quick = run(probe)
-        if not asked:
-            return done(quick)
-        self._ask(p, lambda: run(p), done)
+        self.prompts.tighten()
 
     # -- the end ---------------------------------------------------------------------
     def close(self, reason: str) -> None:
