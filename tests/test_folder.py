@@ -258,7 +258,10 @@ def test_a_move_onto_an_unreadable_image_keeps_the_shown_one_working(
     widget.checkpoint.value = str(structured_ckpt)
     widget.points_per_side.value = 4
     widget.folder.value = str(d)
-    qtbot.waitUntil(lambda: "batch" in widget.status.value, timeout=TIMEOUT)
+    qtbot.waitUntil(  # the first batch is in, the run waits for the next
+        lambda: widget.current_run is not None and len(widget.session.candidates),
+        timeout=TIMEOUT,
+    )
     widget.next_image.native.click()  # onto the broken file, mid-run
     go.set()
     qtbot.waitUntil(lambda: bool(said["error"]), timeout=TIMEOUT)

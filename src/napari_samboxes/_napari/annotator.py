@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -95,6 +94,7 @@ class Annotator:
         #: How candidates are shown (one of :data:`DISPLAY_MODES`).
         self.display = DISPLAY_MODES[0]
         self.views: dict[str, ImageLayers] = {}
+        self._preparing: set[str] = set()
         self.view: ImageLayers | None = None
         self.run: CandidateRun | None = None
         self.request: RunRequest | None = None
@@ -123,17 +123,38 @@ class Annotator:
 
     def prepare(self, image: Any, delay_ms: int = 0) -> None:
         """Make the plugin's layers for ``image`` ahead of its first
-        :meth:`attach`, each on its own later pass of the event loop."""
-        view = self._view(image, "")
-        QTimer.singleShot(delay_ms, partial(self._prepare_layers, view, delay_ms))
+        :meth:`attach`, each on its own later pass of the event loop (napari
+        builds a layer's visual, shaders included, when it is added: a
+        tenth of a second or more each in software OpenGL)."""
+        self._view(image, "")
+        uid = str(image.unique_id)
+        self._preparing.add(uid)
 
-    def _prepare_layers(self, view: ImageLayers, delay_ms: int, done: int = 0) -> None:
-        roles = ("boxes", "picks")
-        if self.closed or view.image not in self.viewer.layers or done == len(roles):
-            return
-        view.ensure(roles[done])
-        nxt = partial(self._prepare_layers, view, delay_ms, done + 1)
-        QTimer.singleShot(delay_ms, nxt)
+        def next_layer() -> None:
+            alive = not self.closed and image in self.viewer.layers
+            if alive and self.make_next_layer(image):
+                QTimer.singleShot(delay_ms, next_layer)
+            else:
+                self._preparing.discard(uid)
+
+        QTimer.singleShot(delay_ms, next_layer)
+
+    def preparing(self, image: Any) -> bool:
+        """Whether :meth:`prepare` is still making layers for ``image``."""
+        return str(image.unique_id) in self._preparing
+
+    #: The layers :meth:`prepare` makes before an image is attached.
+    PREPARED = ("boxes", "picks", "labels", "preview")
+
+    def make_next_layer(self, image: Any) -> bool:
+        """Make one of the layers of ``image`` still missing (see
+        :attr:`PREPARED`); False when there was none to make."""
+        view = self._view(image, "")
+        for role in self.PREPARED:
+            if view.layer(role) is None:
+                view.ensure(role)
+                return True
+        return False
 
     def _view(self, image: Any, key: str) -> ImageLayers:
         """The layers of ``image``, made (and wired) on first use."""
@@ -149,7 +170,7 @@ class Annotator:
     def has_layers(self, image: Any) -> bool:
         """Whether ``image`` already has its plugin layers."""
         view = self.views.get(str(image.unique_id))
-        return view is not None and view.layer("boxes") is not None
+        return view is not None and all(view.layer(r) for r in self.PREPARED)
 
     def attach(self, image: Any, key: str, seed: Boxes | None = None) -> ImageLayers:
         """Show image ``key`` in the layers of ``image`` (created, or taken

@@ -55,6 +55,9 @@ PRECOMPUTE_AHEAD = 2
 #: Work deferred to a later pass of the event loop waits this long (ms), so
 #: that the repaint and the user's input come in between.
 _LATER_MS = 15
+#: The plugin's layers are made this far apart (ms), so that the repaint
+#: each one asks for comes between two of them.
+_LAYER_MS = 60
 
 
 def full_range(data: np.ndarray, rgb: bool) -> tuple[float, float] | None:
@@ -166,6 +169,8 @@ class FolderController:
         #: The image the user is moving to (shown once it has loaded).
         self.target = 0
         self.image: Any = None
+        #: True: ``close`` leaves the layers to the next folder of the panel.
+        self.hand_over = False
         #: True while the dock is hidden: no look-ahead then.
         self.paused = False
         #: Images of the look-ahead computed so far (for tests and status).
@@ -206,7 +211,7 @@ class FolderController:
         self.annotator.stop_run("another image is shown", quiet=True)
         self.say(f"opening {s.images[index].name}...")
         if self.image is None or self.image not in self.viewer.layers:
-            self._prepare()  # while the worker reads the first image
+            QTimer.singleShot(0, self._prepare)  # while the worker reads
         self.runs.submit(
             "run",
             read_for_display,
@@ -267,6 +272,11 @@ class FolderController:
     def _attach(self, move: int, image: Any, key: str, seed: Boxes | None) -> None:
         if not self._current(move):
             return
+        a = self.annotator
+        if a.preparing(image) or a.make_next_layer(image):  # a layer per pass
+            again = partial(self._attach, move, image, key, seed)
+            QTimer.singleShot(_LAYER_MS, again)
+            return
         self.annotator.attach(image, key, seed)
         self.viewer.reset_view(layers=[image])
         # the run starts on a later pass of the event loop: the image is
@@ -292,11 +302,26 @@ class FolderController:
             self.image = None
             self.annotator.drop_image(layer)
 
+    def take_over(self, image: Any) -> None:
+        """Show this folder in the image layer (and plugin layers) of the
+        panel's previous folder: no layer is added or removed."""
+        if image is None or image not in self.viewer.layers:
+            return
+        self.image = image
+        self._own(image, True)
+        image.name = self.session.name
+        view = self.annotator.views.get(str(image.unique_id))
+        if view is not None:
+            view.rename(self.session.name)
+
     def _prepare(self) -> None:
         """The folder's layers, made while its first image is read: an
         image layer (a closed panel's, or a 1 x 1 placeholder), then the
         plugin's layers, one per pass of the event loop."""
-        img = self._released_image()
+        if self.closed:
+            return
+        img = self.image if self.image in self.viewer.layers else None
+        img = img if img is not None else self._released_image()
         if img is None:
             img = self.viewer.add_image(
                 np.zeros((1, 1, 3), np.uint8), name=self.session.name, rgb=True
@@ -304,7 +329,7 @@ class FolderController:
             self.viewer.layers.move(self.viewer.layers.index(img), 0)
             self._own(img, True)
         self.image = img
-        self.annotator.prepare(img, _LATER_MS)
+        self.annotator.prepare(img, _LAYER_MS)
 
     def _show_data(self, data: np.ndarray, limits: tuple[float, float] | None) -> Any:
         img = self.image
@@ -450,8 +475,8 @@ class FolderController:
                 app.aboutToQuit.disconnect(self.flush)  # type: ignore[attr-defined]
             except (TypeError, RuntimeError):
                 pass
-        if self.image is not None:  # a later panel takes its layers up
-            self._own(self.image, False, **remember)
+        if self.image is not None and not self.hand_over:
+            self._own(self.image, False, **remember)  # a later panel's
             self.annotator.release_image(self.image)
         registry = _OpenFolders.of_app()
         if registry is not None:

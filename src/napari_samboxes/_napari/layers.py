@@ -285,6 +285,14 @@ class ImageLayers:
             **self._geometry("preview"),
         )
 
+    def rename(self, prefix: str) -> None:
+        """Name the layers after another image (a folder shown in them)."""
+        self.prefix = prefix
+        for role, binding in self.bindings.items():
+            layer = binding.get()
+            if layer is not None:
+                layer.name = f"{prefix} {role}"
+
     def layer(self, role: str) -> Any:
         """The layer of a role, or None."""
         return self.bindings[role].get()
