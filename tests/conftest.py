@@ -16,6 +16,9 @@ def _isolated_cache(
     d = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("NAPARI_SAMBOXES_CACHE", str(d))
     monkeypatch.delenv("NAPARI_SAMBOXES_WEIGHTS", raising=False)
+    # the suite keeps Python's collector as it is: each test's viewers are
+    # collected after it (the panel's gc.freeze is for a long session)
+    monkeypatch.setenv("NAPARI_SAMBOXES_GC_FREEZE", "0")
     return d
 
 
