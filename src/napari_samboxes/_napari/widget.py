@@ -111,6 +111,8 @@ class SamBoxesWidget(Container):
         self._on_active_layer()
         self.mode.start()
         keep_keys_free(self.native, self.mode.focus_canvas)
+        _freeze_long_lived()  # napari's objects; torch's after the first run
+        self._frozen = False
         self._resume()
 
     def _resume(self) -> None:
@@ -414,7 +416,8 @@ class SamBoxesWidget(Container):
         return started
 
     def _on_run_finished(self, outcome: str) -> None:
-        _freeze_long_lived()
+        if not self._frozen:  # torch and the model are loaded now
+            self._frozen = _freeze_long_lived()
         if not self._closed:
             self.run.enabled, self.cancel.enabled = True, False
             self.say(self._said)
@@ -608,21 +611,20 @@ def _when_set(field: Any, act: Any) -> None:
     line.editingFinished.connect(lambda: line.setModified(False))
 
 
-def _freeze_long_lived() -> None:
-    """Once per process, after the first run (napari, torch and the model
-    are loaded): Python's collector leaves the objects alive now out of its
-    full collections (``gc.freeze``). Those scan every object of the
-    process: with torch and napari loaded, 0.33-0.39 s of frozen viewer
-    every few image moves, measured here. ``NAPARI_SAMBOXES_GC_FREEZE=0``
-    keeps Python's default."""
+def _freeze_long_lived() -> bool:
+    """Python's collector leaves the objects alive now out of its full
+    collections (``gc.freeze``): when a panel opens (napari's objects) and
+    after its first run (torch's and the model's). A full collection scans
+    every object of the process: with torch and napari loaded, 0.33-0.39 s
+    of frozen viewer every few image moves, measured here. Returns whether
+    it froze; ``NAPARI_SAMBOXES_GC_FREEZE=0`` keeps Python's default."""
     import gc
     import os
 
-    if (
-        os.environ.get("NAPARI_SAMBOXES_GC_FREEZE", "1") != "0"
-        and not gc.get_freeze_count()
-    ):
-        gc.freeze()
+    if os.environ.get("NAPARI_SAMBOXES_GC_FREEZE", "1") == "0":
+        return False
+    gc.freeze()
+    return True
 
 
 class _GiveBackOnEscape(QObject):
