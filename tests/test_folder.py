@@ -259,7 +259,7 @@ def test_a_move_onto_an_unreadable_image_keeps_the_shown_one_working(
     widget.points_per_side.value = 4
     widget.folder.value = str(d)
     qtbot.waitUntil(  # the first batch is in, the run waits for the next
-        lambda: widget.current_run is not None and len(widget.session.candidates),
+        lambda: widget.current_run is not None and len(widget.session.candidates) > 0,
         timeout=TIMEOUT,
     )
     widget.next_image.native.click()  # onto the broken file, mid-run
