@@ -18,6 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import Container
 from psygnal import Signal
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
@@ -111,6 +112,7 @@ class SamBoxesWidget(Container):
         self._on_active_layer()
         self.mode.start()
         keep_keys_free(self.native, self.mode.focus_canvas)
+        _warm_up_napari()
         _freeze_long_lived()  # napari's objects; torch's after the first run
         self._frozen = False
         self._resume()
@@ -609,6 +611,15 @@ def _when_set(field: Any, act: Any) -> None:
     field.changed.connect(changed)
     line.editingFinished.connect(lambda: act() if line.isModified() else None)
     line.editingFinished.connect(lambda: line.setModified(False))
+
+
+def _warm_up_napari() -> None:
+    """Make napari do now, as the panel opens, what it does once per process
+    for the first layer of any kind (set up its unit registry, pint: a
+    quarter of a second here), instead of when the first image is shown."""
+    from napari.layers import Image
+
+    Image(np.zeros((1, 1), np.uint8))
 
 
 def _freeze_long_lived() -> bool:
