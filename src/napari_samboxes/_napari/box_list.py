@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QHeaderView,
+    QSizePolicy,
     QStyledItemDelegate,
     QTableView,
     QWidget,
@@ -190,10 +191,17 @@ class BoxList(QTableView):
         for col, width in ((1, 72), (2, 48), (3, 42)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
             self.setColumnWidth(col, width)
-        self.setMinimumHeight(120)
+        self.setMinimumHeight(90)
+        # a handful of rows; more space goes to the canvas, not to the list
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._select = select
         self._syncing = False
         self._selection().selectionChanged.connect(self._on_selection)
+
+    def sizeHint(self) -> Any:  # noqa: N802 (Qt's)
+        hint = super().sizeHint()
+        hint.setHeight(150)
+        return hint
 
     @property
     def boxes(self) -> Boxes:

@@ -172,7 +172,7 @@ def make_groups(
         labels=False,
         widgets=[
             _title("Picking"),
-            _wrapping_label("status", 4),
+            _wrapping_label("status", 3),
             _row(
                 PushButton(
                     name="smaller", text="Smaller [", tooltip="next smaller box"
@@ -240,7 +240,19 @@ def make_groups(
         settings,
     ]
     model = _group("model_group", "Model", model_widgets)
-    return [folder, classes, picking, model]
+    groups = [folder, classes, picking, model]
+    for group in groups:
+        _tighten_margins(group)
+    return groups
+
+
+def _tighten_margins(container: Container) -> None:
+    """No margins inside the groups: the dock stays short."""
+    for widget in container:
+        if isinstance(widget, Container):
+            widget.margins = (0, 0, 0, 0)
+            _tighten_margins(widget)
+    container.margins = (0, 2, 0, 2)
 
 
 def find(container: Container, name: str) -> Widget | None:

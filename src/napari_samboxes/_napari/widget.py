@@ -362,6 +362,7 @@ class SamBoxesWidget(Container):
     def _update_checkpoint_status(self, event: Any = None) -> None:
         found = self._checkpoint_found()
         self.download.enabled = not found
+        self.download.visible = not found  # a row less once it is there
         path = Path(str(self.checkpoint.value or ""))
         self.say(f"checkpoint: {path.name}" if found else "")
 
