@@ -244,7 +244,7 @@ def test_a_move_onto_an_unreadable_image_keeps_the_shown_one_working(
 ):
     from PIL import Image
 
-    from gui_helpers import blocking_engine, notes
+    from gui_helpers import blocking_engine, make_widget, notes
 
     d = tmp_path / "shots"
     d.mkdir()
@@ -253,10 +253,8 @@ def test_a_move_onto_an_unreadable_image_keeps_the_shown_one_working(
     said = notes(monkeypatch)
     go = blocking_engine(monkeypatch)
     viewer = make_napari_viewer()
-    widget = SamBoxesWidget(viewer, cache=CandidateCache(tmp_path / "cache"))
-    viewer.window.add_dock_widget(widget)
-    widget.checkpoint.value = str(structured_ckpt)
-    widget.points_per_side.value = 4
+    # 16 prompts in batches of 4: the run stops after its first batch
+    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=4)
     widget.folder.value = str(d)
     qtbot.waitUntil(  # the first batch is in, the run waits for the next
         lambda: widget.current_run is not None and len(widget.session.candidates) > 0,
