@@ -210,7 +210,9 @@ class Decoder:
         vv = v.permute(2, 0, 1, 3).reshape(h, b * t, c)
         u = torch.bmm(vv, wo).view(h, b, t, -1).permute(1, 0, 2, 3)
         u = (u + attn.out_proj.bias / h).reshape(b, h * t, -1)
-        if residual.shape[0] != b:  # shared image tokens: a new tensor
+        if q_img is not None:  # shared image tokens: a new tensor (even
+            # for one prompt, whose residual has the same shape: never
+            # written into, it is every later prompt's input too)
             return torch.baddbmm(residual.expand(b, -1, -1), w.transpose(1, 2), u)
         return residual.baddbmm_(w.transpose(1, 2), u)  # consumed in place
 
@@ -277,10 +279,17 @@ class Decoder:
         if sparse.device.type != "cpu":
             low, iou = self(sparse)
         else:
-            step = CPU_CHUNK
+            # every chunk has CPU_CHUNK prompts (the last one padded with
+            # copies of its last prompt): a prompt's masks are then the same
+            # bits whichever batch it comes in (coarse-to-fine order, clicks
+            # first, resumed runs)
+            step, b = CPU_CHUNK, len(sparse)
+            pad = -b % step
+            if pad:
+                sparse = torch.cat([sparse, sparse[-1:].expand(pad, -1, -1)])
             outs = [self(sparse[i : i + step]) for i in range(0, len(sparse), step)]
-            low = torch.cat([o[0] for o in outs])
-            iou = torch.cat([o[1] for o in outs])
+            low = torch.cat([o[0] for o in outs])[:b]
+            iou = torch.cat([o[1] for o in outs])[:b]
         return low.flatten(0, 1), iou.flatten()
 
     def __call__(self, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
