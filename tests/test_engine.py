@@ -34,7 +34,10 @@ def assert_same(ref: Candidates, got: Candidates) -> None:
 @pytest.fixture(scope="module")
 def raw_photo(structured_model, photo) -> RawMasks:
     parts = [
-        p for _, _, p in iter_raw_batches(photo, structured_model, points_per_side=PPS)
+        p
+        for _, _, p in iter_raw_batches(
+            photo, structured_model, points_per_side=PPS, order="grid"
+        )
     ]
     return RawMasks.concat(parts)
 
@@ -221,10 +224,15 @@ def test_embedding_reuse_skips_the_encoder(structured_model, photo, encoder_call
     assert len(encoder_calls) == 1
     kw = dict(points_per_side=2)
     with_emb = [
-        r for _, _, r in iter_raw_batches(photo, structured_model, embedding=emb, **kw)
+        r
+        for _, _, r in iter_raw_batches(
+            photo, structured_model, embedding=emb, order="grid", **kw
+        )
     ]
     assert len(encoder_calls) == 1  # not run again
-    fresh = [r for _, _, r in iter_raw_batches(photo, structured_model, **kw)]
+    fresh = [
+        r for _, _, r in iter_raw_batches(photo, structured_model, order="grid", **kw)
+    ]
     assert len(encoder_calls) == 2
     a, b = RawMasks.concat(with_emb), RawMasks.concat(fresh)
     np.testing.assert_array_equal(a.boxes, b.boxes)

@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CandidateCache", "cache_key"]
 
-#: Bump when the engine's results change meaning.
-ENGINE_VERSION = 2
+#: Bump when the engine's results change meaning (3: a batch whose last
+#: CPU chunk held one prompt changed the masks of every later batch).
+ENGINE_VERSION = 3
 #: dtype and trailing shape of each RawMasks array (leading axis: masks)
 _LAYOUT: dict[str, tuple[type, tuple[int, ...]]] = {
     "boxes": (np.int64, (4,)),
@@ -72,8 +73,14 @@ def cache_key(
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    """An ``.npz`` (as ``np.savez``) whose bytes depend on the arrays only
+    (no time stamps): equal results give equal files."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
     return buf.getvalue()
 
 
@@ -118,10 +125,17 @@ class CandidateCache:
         except OSError:
             return None
 
+    def partial_path(self, key: str) -> Path:
+        """File of a run stopped half way (its finished batches)."""
+        return self.folder / f"{key}.part.npz"
+
     def load(self, key: str) -> RawMasks | None:
         """Return the entry, or None if absent or damaged (any array of the
         wrong dtype or shape, a missing array, an unreadable file)."""
-        parts = self._read(self.path(key))
+        return self._load_raw(self.path(key))
+
+    def _load_raw(self, path: Path) -> RawMasks | None:
+        parts = self._read(path)
         if parts is None or "areas" not in parts:
             return None
         n = len(parts["areas"]) if parts["areas"].ndim == 1 else -1
@@ -137,6 +151,38 @@ class CandidateCache:
             k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()
         }
         return self._write(self.path(key), _npz_bytes(**arrays))
+
+    def load_partial(
+        self, key: str, n_prompts: int
+    ) -> tuple[RawMasks, np.ndarray] | None:
+        """The finished batches of a run stopped half way: their masks and
+        each mask's global prompt index (see
+        :class:`~napari_samboxes.engine.PromptPlan`), or None if absent,
+        damaged, or not of a run with ``n_prompts`` prompts."""
+        raw = self._load_raw(self.partial_path(key))
+        rows = (self._read(self.partial_path(key)) or {}).get("prompt")
+        if raw is None or rows is None or rows.dtype != np.int64:
+            return None
+        if rows.shape != (len(raw),) or (
+            len(rows) and not (rows.min() >= 0 and rows.max() < n_prompts)
+        ):
+            return None
+        return raw, rows
+
+    def save_partial(self, key: str, raw: RawMasks, rows: np.ndarray) -> Path | None:
+        """Store a run's finished batches (``rows``: each mask's prompt)."""
+        arrays: dict[str, np.ndarray] = {
+            k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()
+        }
+        arrays["prompt"] = np.asarray(rows, dtype=np.int64)
+        return self._write(self.partial_path(key), _npz_bytes(**arrays))
+
+    def drop_partial(self, key: str) -> None:
+        """Forget a partial entry (its run is complete)."""
+        try:
+            self.partial_path(key).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def load_embedding(self, key: str, device: Any = "cpu") -> Embedding | None:
         """The image embedding stored with an entry, on ``device``, or None

@@ -178,12 +178,18 @@ class RawMasks:
             }
         )
 
+    def take(self, index: np.ndarray) -> RawMasks:
+        """The masks at ``index`` (an index array or a boolean mask)."""
+        return RawMasks(**{k: getattr(self, k)[index] for k in self.field_names()})
+
     def candidates(
         self,
         pred_iou_thresh: float | Settings | None = None,
         stability_score_thresh: float | None = None,
         box_nms_thresh: float | None = None,
         crop_nms_thresh: float | None = None,
+        *,
+        nms: bool = True,
     ) -> Candidates:
         """Apply the reference's filters and NMS; sort by area.
 
@@ -197,6 +203,12 @@ class RawMasks:
         The first argument may be a :class:`~napari_samboxes.settings.Settings`
         (its four thresholds are used); a threshold left ``None`` takes the
         default of :data:`~napari_samboxes.settings.DEFAULTS`.
+
+        ``nms=False`` applies the thresholds only: the candidates of a run
+        still streaming (NMS over part of the masks could hide a box that
+        the whole set keeps, when the box hiding it is itself hidden by a
+        mask still to come; without NMS every mask the final set keeps is
+        there as soon as its prompt ran).
         """
         if isinstance(pred_iou_thresh, Settings):
             s = pred_iou_thresh
@@ -208,7 +220,7 @@ class RawMasks:
                 "crop_nms_thresh": crop_nms_thresh,
             }
             s = DEFAULTS.with_(**{k: v for k, v in given.items() if v is not None})
-        sel = self._select(s)
+        sel = self._select(s) if nms else np.flatnonzero(self._passes(s))
         return Candidates.from_unsorted(
             self.boxes[sel],
             self.areas[sel],
@@ -216,6 +228,15 @@ class RawMasks:
             self.stability[sel],
             self.points[sel],
         )
+
+    def _passes(self, s: Settings) -> np.ndarray:
+        """The masks that pass the thresholds and are not near a crop edge."""
+        keep = ~self.near_edge
+        if s.pred_iou_thresh > 0.0:
+            keep &= self.iou_preds > np.float32(s.pred_iou_thresh)
+        if s.stability_score_thresh > 0.0:
+            keep &= self.stability >= np.float32(s.stability_score_thresh)
+        return keep  # type: ignore[no-any-return]
 
     def _select(self, s: Settings) -> np.ndarray:
         """Indices kept by the reference's filters and NMS, in its order."""
@@ -225,11 +246,7 @@ class RawMasks:
         import torch
         from torchvision.ops import batched_nms
 
-        keep = ~self.near_edge
-        if s.pred_iou_thresh > 0.0:
-            keep &= self.iou_preds > np.float32(s.pred_iou_thresh)
-        if s.stability_score_thresh > 0.0:
-            keep &= self.stability >= np.float32(s.stability_score_thresh)
+        keep = self._passes(s)
         crops, first, inverse = np.unique(
             self.crop_boxes, axis=0, return_index=True, return_inverse=True
         )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .candidates import Candidates, RawMasks, near_crop_edge
+from .order import PromptQueue
 from .settings import DEFAULTS, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,10 +37,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Candidates",
+    "DecodedBatch",
     "Embedding",
+    "PromptPlan",
     "RawMasks",
     "encode_image",
+    "iter_prompt_batches",
     "iter_raw_batches",
+    "prompt_plan",
     "prompt_boxes",
 ]
 
@@ -158,10 +163,59 @@ class _Crop:
         )
 
 
-def _crop_plan(
-    image_size: tuple[int, int], settings: Settings
-) -> list[tuple[list[int], np.ndarray]]:
-    """``(crop_box, point grid in [0, 1])`` per crop, as the reference runs them."""
+@dataclass
+class PromptPlan:
+    """Every prompt of a run: the crops, as the reference runs them, and
+    each crop's point grid. Global prompt index: crop after crop, grid
+    order (row by row) within a crop."""
+
+    crop_boxes: list[list[int]]
+    grids: list[np.ndarray]  # (K, 2) in [0, 1]
+    sides: list[int]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Prompts per crop."""
+        return [len(g) for g in self.grids]
+
+    def points(self, k: int) -> np.ndarray:
+        """Crop ``k``'s prompts (x, y), in the crop's coordinates."""
+        x0, y0, x1, y1 = self.crop_boxes[k]
+        return self.grids[k] * np.array([[x1 - x0, y1 - y0]])  # type: ignore[no-any-return]
+
+    def image_points(self) -> np.ndarray:
+        """(N, 2) every prompt (x, y) in image coordinates."""
+        if not self.grids:
+            return np.zeros((0, 2))
+        return np.concatenate(
+            [
+                self.points(k) + np.array([self.crop_boxes[k][:2]])
+                for k in range(len(self.grids))
+            ]
+        )
+
+    def starts(self) -> np.ndarray:
+        """Global index of each crop's first prompt."""
+        return np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+
+    def queue(
+        self, batch: int, coarse: bool = True, done: np.ndarray | None = None
+    ) -> PromptQueue:
+        """The prompts to run (less ``done``), coarse to fine or in grid
+        order, ``batch`` at a time."""
+        return PromptQueue(
+            self.sizes,
+            self.image_points(),
+            self.sides if coarse else None,
+            batch,
+            crop_boxes=np.asarray(self.crop_boxes).reshape(-1, 4),
+            done=done,
+        )
+
+
+def prompt_plan(image_size: tuple[int, int], settings: Settings) -> PromptPlan:
+    """The crops and point grids the reference runs for an image of
+    ``image_size`` (height, width); crops without points are left out."""
     amg = _amg()
     s = settings
     boxes, layers = amg.generate_crop_boxes(
@@ -172,7 +226,84 @@ def _crop_plan(
         for i in range(s.crop_n_layers + 1)
     ]
     grids = [amg.build_point_grid(n) if n > 0 else np.zeros((0, 2)) for n in sides]
-    return [(b, grids[k]) for b, k in zip(boxes, layers, strict=True)]
+    keep = [(list(b), grids[k], sides[k]) for b, k in zip(boxes, layers, strict=True)]
+    keep = [t for t in keep if len(t[1])]
+    return PromptPlan([t[0] for t in keep], [t[1] for t in keep], [t[2] for t in keep])
+
+
+@dataclass
+class DecodedBatch:
+    """One decoded batch: its place in the run, its prompts, its masks.
+
+    ``prompts`` are global prompt indices (see :class:`PromptPlan`);
+    ``raw`` holds three masks per prompt, prompt after prompt; ``served``
+    is :attr:`~napari_samboxes.order.Batch.served`.
+    """
+
+    index: int
+    total: int
+    prompts: np.ndarray
+    raw: RawMasks
+    served: int = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The global prompt index of each mask of ``raw``."""
+        per = len(self.raw) // max(len(self.prompts), 1)
+        return np.repeat(self.prompts, per)
+
+
+def iter_prompt_batches(
+    rgb8: np.ndarray,
+    model: Any,
+    settings: Settings = DEFAULTS,
+    *,
+    embedding: Embedding | None = None,
+    queue: PromptQueue | None = None,
+    plan: PromptPlan | None = None,
+) -> Iterator[DecodedBatch]:
+    """Decode a run's prompts batch by batch, in ``queue``'s order.
+
+    ``queue`` defaults to every prompt of ``plan`` (default:
+    :func:`prompt_plan`) coarse to fine; a queue made with ``done``
+    prompts resumes a run. Each crop's encoder runs when its first batch
+    comes (the whole image's not at all when ``embedding`` is given).
+    A prompt's masks do not depend on the batch it came in.
+    """
+    import torch
+
+    sam, device = _as_sam(model)
+    height, width = rgb8.shape[:2]
+    if plan is None:
+        plan = prompt_plan((height, width), settings)
+    batch = settings.batch_for(device.split(":")[0])
+    if queue is None:
+        queue = plan.queue(batch)
+    starts = plan.starts()
+    full = sum(-(-n // queue.batch) for n in plan.sizes)
+    bi = full - queue.remaining_batches()  # batches done before (resumed)
+    crops: dict[int, _Crop] = {}
+    while True:
+        b = queue.next_batch()
+        if b is None:
+            return
+        k = b.crop
+        crop = crops.get(k)
+        if crop is None:
+            x0, y0, x1, y1 = plan.crop_boxes[k]
+            whole = [x0, y0, x1, y1] == [0, 0, width, height]
+            if whole and embedding is not None:
+                emb = embedding
+            else:
+                emb = encode_image(rgb8[y0:y1, x0:x1], sam)
+            with torch.inference_mode():
+                crop = crops[k] = _Crop(sam, emb, plan.crop_boxes[k], (height, width))
+        pts = plan.points(k)[b.prompts - starts[k]]
+        with torch.inference_mode():  # not around the yield
+            raw = crop.process_batch(pts)
+        total = bi + 1 + queue.remaining_batches()
+        yield DecodedBatch(bi, total, b.prompts, raw, b.served)
+        bi += 1
 
 
 def iter_raw_batches(
@@ -181,6 +312,7 @@ def iter_raw_batches(
     settings: Settings = DEFAULTS,
     *,
     embedding: Embedding | None = None,
+    order: str = "coarse",
     **overrides: Any,
 ) -> Iterator[tuple[int, int, RawMasks]]:
     """Run the model batch by batch; yield raw per-mask results.
@@ -198,6 +330,13 @@ def iter_raw_batches(
     embedding : Embedding, optional
         The whole image's embedding (:func:`encode_image`); given, the
         encoder does not run for the whole-image crop.
+    order : str
+        ``"coarse"``: coarse to fine (:func:`~napari_samboxes.order.
+        coarse_to_fine`), every batch spread over the image; ``"grid"``:
+        the reference's order, row by row. The masks of a prompt are the
+        same either way; concatenated in grid order, the batches give the
+        reference's order (:func:`iter_prompt_batches` says which prompts
+        each batch holds).
 
     Yields
     ------
@@ -205,30 +344,17 @@ def iter_raw_batches(
         One item per batch of prompts, crop after crop, as soon as it is
         computed.
     """
-    import torch
-
+    if order not in ("coarse", "grid"):
+        raise ValueError(f"order must be 'coarse' or 'grid', not {order!r}")
     s = settings.with_(**overrides) if overrides else settings
-    sam, device = _as_sam(model)
-    height, width = rgb8.shape[:2]
-    plan = [(b, g) for b, g in _crop_plan((height, width), s) if len(g)]
+    _, device = _as_sam(model)
+    plan = prompt_plan(rgb8.shape[:2], s)
     batch = s.batch_for(device.split(":")[0])
-    n_batches = sum(-(-len(g) // batch) for _, g in plan)
-    bi = 0
-    for crop_box, grid in plan:
-        x0, y0, x1, y1 = crop_box
-        whole = [x0, y0, x1, y1] == [0, 0, width, height]
-        if whole and embedding is not None:
-            emb = embedding
-        else:
-            emb = encode_image(rgb8[y0:y1, x0:x1], sam)
-        with torch.inference_mode():
-            crop = _Crop(sam, emb, crop_box, (height, width))
-        points = grid * np.array([[x1 - x0, y1 - y0]])
-        for start in range(0, len(points), batch):
-            with torch.inference_mode():  # not around the yield
-                raw = crop.process_batch(points[start : start + batch])
-            yield bi, n_batches, raw
-            bi += 1
+    queue = plan.queue(batch, coarse=order == "coarse")
+    for b in iter_prompt_batches(
+        rgb8, model, s, embedding=embedding, queue=queue, plan=plan
+    ):
+        yield b.index, b.total, b.raw
 
 
 def decode_prompts(

@@ -18,6 +18,7 @@ import numpy as np
 from .cache import CandidateCache, cache_key
 from .candidates import Candidates, RawMasks
 from .image import Plane, extract_plane, to_rgb8
+from .order import Steer
 from .settings import DEFAULTS, Settings
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ModelReady",
     "PlaneReady",
     "Precomputed",
+    "Resumed",
     "RunError",
     "RunEvent",
     "RunRequest",
@@ -68,11 +70,24 @@ class FromCache:
 
 @dataclass(frozen=True)
 class BatchDone:
-    """One batch of prompts was decoded (``index`` counts from 0)."""
+    """One batch of prompts was decoded (``index`` counts from 0).
+
+    ``served``: the click requests (:meth:`~napari_samboxes.order.Steer.
+    prefer`) answered by this batch or an earlier one.
+    """
 
     index: int
     total: int
     raw: RawMasks
+    served: int = 0
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The run goes on from a partial cache entry: its finished batches."""
+
+    raw: RawMasks
+    batches: int
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,9 @@ class Precomputed:
     ok: bool
 
 
-RunEvent = PlaneReady | ModelReady | Encoded | FromCache | BatchDone | Precomputed
+RunEvent = (
+    PlaneReady | ModelReady | Encoded | FromCache | Resumed | BatchDone | Precomputed
+)
 
 
 class RunError(Exception):
@@ -140,8 +157,10 @@ def run_candidates(
     *,
     cache: CandidateCache | None = None,
     model: Any = None,
+    steer: Steer | None = None,
 ) -> Generator[RunEvent, None, RawMasks]:
-    """Read the plane, load the model, serve the cache or run the engine.
+    """Read the plane, load the model, serve the cache or run the engine
+    (see :func:`raw_results`; ``steer`` takes the annotator's clicks).
 
     Yields typed events; returns the complete :class:`RawMasks`. Out of
     memory and runtime errors of the model are raised as :class:`RunError`.
@@ -163,6 +182,7 @@ def run_candidates(
                 request.device,
                 cache=cache,
                 model=model,
+                steer=steer,
             )
         )
     except (MemoryError, RuntimeError) as e:
@@ -184,8 +204,17 @@ def raw_results(
     *,
     cache: CandidateCache | None = None,
     model: Any = None,
+    steer: Steer | None = None,
 ) -> Generator[RunEvent, None, RawMasks]:
-    """The model part of :func:`run_candidates`, for an 8-bit RGB image."""
+    """The model part of :func:`run_candidates`, for an 8-bit RGB image.
+
+    The prompts run coarse to fine (clicks first, through ``steer``). A run
+    stopped half way (the generator closed, or an error) leaves its
+    finished batches and the embedding in the cache; the next run of the
+    same key resumes from them and decodes only the prompts still to run.
+    The complete entry is stored in the grid's order: the same bytes as a
+    run in one go.
+    """
     from . import engine
 
     if model is None:
@@ -200,18 +229,53 @@ def raw_results(
             yield Encoded(embedding)
         yield FromCache(raw)
         return raw
-    embedding = engine.encode_image(rgb8, model)
-    yield Encoded(embedding)
+    plan = engine.prompt_plan(rgb8.shape[:2], settings)
+    n_prompts = sum(plan.sizes)
+    part = cache.load_partial(key, n_prompts) if cache is not None else None
+    embedding = None
+    if part is not None:
+        assert cache is not None
+        embedding = cache.load_embedding(key, model.device)
+    stored = embedding is not None
+    if embedding is None:
+        embedding = engine.encode_image(rgb8, model)
     parts: list[RawMasks] = []
-    for bi, n, part in engine.iter_raw_batches(
-        rgb8, model, settings, embedding=embedding
-    ):
-        parts.append(part)
-        yield BatchDone(bi, n, part)
-    raw = RawMasks.concat(parts)
+    rows: list[np.ndarray] = []
+    saved = 0  # batches in the partial entry on disk
+    try:
+        yield Encoded(embedding)
+        batch = settings.batch_for(str(model.device).split(":")[0])
+        done = None
+        if part is not None:
+            parts.append(part[0])
+            rows.append(part[1])
+            done = np.unique(part[1])
+        queue = plan.queue(batch, done=done)
+        if steer is not None:
+            steer.attach(queue)
+        full = sum(-(-n // batch) for n in plan.sizes)
+        saved = len(parts)
+        if part is not None:
+            yield Resumed(part[0], full - queue.remaining_batches())
+        for b in engine.iter_prompt_batches(
+            rgb8, model, settings, embedding=embedding, queue=queue, plan=plan
+        ):
+            parts.append(b.raw)
+            rows.append(b.rows)
+            yield BatchDone(b.index, b.total, b.raw, b.served)
+    except BaseException:
+        if cache is not None and len(parts) > saved:  # keep the work done
+            cache.save_partial(key, RawMasks.concat(parts), np.concatenate(rows))
+        if cache is not None and not stored:
+            cache.save_embedding(key, embedding)
+        raise
+    every = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    raw = RawMasks.concat(parts).take(np.argsort(every, kind="stable"))
     if cache is not None:
         cache.save(key, raw)
-        cache.save_embedding(key, embedding)
+        if not stored:
+            cache.save_embedding(key, embedding)
+        cache.drop_partial(key)
     return raw
 
 

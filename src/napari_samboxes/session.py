@@ -78,9 +78,10 @@ class CandidateSet:
     slice_index: tuple[int, ...] = ()
     scale: tuple[float, float] = (1.0, 1.0)
 
-    def filtered(self, settings: Settings) -> Candidates:
-        """Candidates at ``settings``' thresholds, in level-0 pixels."""
-        c = self.raw.candidates(settings)
+    def filtered(self, settings: Settings, nms: bool = True) -> Candidates:
+        """Candidates at ``settings``' thresholds, in level-0 pixels
+        (``nms=False``: before NMS, as a run still streaming shows them)."""
+        c = self.raw.candidates(settings, nms=nms)
         if self.scale == (1.0, 1.0) or not len(c):
             return c
         return Candidates(
@@ -167,7 +168,10 @@ class Session:
     def _set_pending(self, raw: RawMasks) -> Candidates:
         assert self.pending is not None
         self.pending = CandidateSet(raw, self.pending.slice_index, self.pending.scale)
-        self._candidates = self.pending.filtered(self.settings)
+        # a streaming run's candidates are shown before NMS (see
+        # RawMasks.candidates): the final set's boxes appear as soon as
+        # their prompts ran; commit applies NMS
+        self._candidates = self.pending.filtered(self.settings, nms=False)
         return self._candidates
 
     def commit(self, raw: RawMasks | None = None) -> Candidates:
@@ -179,7 +183,7 @@ class Session:
             self._set_pending(raw)
         self.committed, self.pending = self.pending, None
         self._pending_parts = []
-        return self._candidates
+        return self._refilter()
 
     def rollback(self) -> Candidates:
         """Drop the pending run; the committed candidates (and their
@@ -220,7 +224,9 @@ class Session:
     def _refilter(self) -> Candidates:
         current = self.candidate_set
         self._candidates = (
-            current.filtered(self.settings) if current else Candidates.empty()
+            current.filtered(self.settings, nms=self.pending is None)
+            if current
+            else Candidates.empty()
         )
         return self._candidates
 
