@@ -76,7 +76,7 @@ def blocking_engine(monkeypatch, batches_before_block=1, fail=None):
     from napari_samboxes import engine
 
     go = threading.Event()
-    real = engine.iter_raw_batches
+    real = engine.iter_prompt_batches
 
     def slow(*a, **k):
         for n, item in enumerate(real(*a, **k)):
@@ -86,7 +86,7 @@ def blocking_engine(monkeypatch, batches_before_block=1, fail=None):
                     raise fail
             yield item
 
-    monkeypatch.setattr(engine, "iter_raw_batches", slow)
+    monkeypatch.setattr(engine, "iter_prompt_batches", slow)
     return go
 
 

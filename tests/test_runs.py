@@ -102,3 +102,26 @@ def test_shutdown_waits_at_most_its_limit_and_a_late_job_is_harmless(qapp, qtbot
     assert runs.shutdown(5000) is True
     qtbot.wait(50)  # its signals, delivered after the shutdown
     assert seen == ["a started", "a ended"] and got == ["a"]
+
+
+def test_the_shown_images_run_and_the_look_ahead_never_overlap(runs, qtbot):
+    # one model at a time: a run stops the look-ahead and starts when it has
+    # ended (a look-ahead inside the encoder cannot stop before); a
+    # look-ahead asked for during a run waits for it
+    ahead_gate, run_gate, seen = threading.Event(), threading.Event(), []
+    runs.submit("lookahead", blocking(ahead_gate, seen, "ahead"))
+    qtbot.waitUntil(lambda: seen == ["ahead started"], timeout=10_000)
+    runs.submit("run", blocking(run_gate, seen, "run"))
+    time.sleep(0.2)
+    assert seen == ["ahead started"] and runs.current("lookahead").abort_requested
+    ahead_gate.set()
+    qtbot.waitUntil(lambda: "run started" in seen, timeout=10_000)
+    assert seen == ["ahead started", "ahead ended", "run started"]
+    ahead_gate.clear()
+    runs.submit("lookahead", blocking(ahead_gate, seen, "ahead 2"))
+    time.sleep(0.2)
+    assert "ahead 2 started" not in seen
+    run_gate.set()
+    qtbot.waitUntil(lambda: "ahead 2 started" in seen, timeout=10_000)
+    assert seen.index("run ended") < seen.index("ahead 2 started")
+    ahead_gate.set()

@@ -153,7 +153,7 @@ def test_streaming_thresholds_and_cache(
     def no_model(*a, **k):
         raise AssertionError("the model ran")
 
-    monkeypatch.setattr(engine, "iter_raw_batches", no_model)
+    monkeypatch.setattr(engine, "iter_prompt_batches", no_model)
     widget.pred_iou_thresh.value = 0.92
     assert 0 < len(cand.data) < final
     widget.pred_iou_thresh.value = 0.88
@@ -271,7 +271,7 @@ def test_widget_uses_results_precomputed_by_the_cli(
     widget = make_widget(viewer, structured_ckpt, tmp_path)
     monkeypatch.setattr(
         engine,
-        "iter_raw_batches",
+        "iter_prompt_batches",
         lambda *a, **k: (_ for _ in ()).throw(AssertionError("model ran")),
     )
     assert run_and_wait(widget, qtbot) == "cached"

@@ -99,6 +99,9 @@ class Annotator:
         self.run: CandidateRun | None = None
         self.request: RunRequest | None = None
         self.closed = False
+        #: A pick waiting for the prompts around its clicks (points, label,
+        #: request number, image key); see :meth:`pick`.
+        self._waiting: tuple[np.ndarray, str, int, str] | None = None
         self._redraw = QTimer()
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_candidates)
@@ -318,6 +321,7 @@ class Annotator:
             self._run_ended,
         )
         self.run.image = image
+        self.run.progressed = self._retry_waiting
         image.events.data.connect(self._on_image_data)
         self.run.start(self.runs)
         return True
@@ -335,6 +339,7 @@ class Annotator:
         if self.closed:
             return
         self.draw_candidates()
+        self._retry_waiting()
         if not getattr(run, "quiet", False):
             if outcome == "error":
                 self.notify(message, "error")
@@ -370,6 +375,8 @@ class Annotator:
         n = len(layer.data)
         self.picks_changed.emit(n)
         if n < 2:
+            if n == 1 and view is self.view:
+                self._steer(np.asarray(layer.data, dtype=np.float64)[:, -2:])
             return
         pts = np.asarray(layer.data, dtype=np.float64)
         with view.render_guard():
@@ -384,15 +391,57 @@ class Annotator:
         self.pick(pts)
 
     def clear_picks(self) -> None:
-        """Forget a pending first click."""
+        """Forget a pending first click (and a pick waiting for prompts)."""
+        self._waiting = None
         if self.view is not None:
             self.view.clear_picks()
             self.view.set_preview(None, ())
             self.picks_changed.emit(0)
 
-    def pick(self, pts: np.ndarray) -> Change | None:
+    def _steer(self, rows_cols: np.ndarray) -> int | None:
+        """A click no candidate holds yet, during a run with prompts left:
+        the prompts nearest it run next. Returns the request's number."""
+        run, s = self.run, self.session
+        xy = np.asarray(rows_cols, dtype=np.float64)[:, ::-1]
+        if run is None or not run.live or not run.prompts_left:
+            return None
+        if s.pending is None or s.preview(xy) is not None:
+            return None  # the run's pixels are not known yet, or no need
+        sx, sy = s.pending.scale
+        return run.prefer(xy / [sx, sy])
+
+    def _retry_waiting(self) -> None:
+        """A pick waiting for the prompts around its clicks: made as soon as
+        a candidate holds both points, else (once those prompts ran, or the
+        run ended) it falls back to a SAM prompt."""
+        w = self._waiting
+        if w is None or self.closed:
+            return
+        pts, label, request, key = w
+        if self.session.image_key != key:
+            self._waiting = None
+            return
+        run = self.run
+        if request == 0 and run is not None and run.live:  # steer it now
+            request = self._steer(pts[:, -2:]) or 0
+            self._waiting = (pts, label, request, key)
+        if run is not None and run.embedding is None:
+            return self.say("waiting for the image embedding to pick...")
+        ended = run is None or not run.live or 0 < request <= run.served
+        if not ended and self.session.preview(pts[:, [-1, -2]]) is None:
+            return
+        self._waiting = None
+        self.pick(pts, label, wait=False)
+
+    def pick(
+        self, pts: np.ndarray, label: str | None = None, wait: bool = True
+    ) -> Change | None:
         """Pick with points in the image layer's data coordinates (rows,
-        columns, leading slice indices)."""
+        columns, leading slice indices).
+
+        During a run, when no candidate holds the points yet, the pick
+        waits (``wait``): the prompts nearest the points run next, and the
+        pick is made when they are done (see :meth:`_retry_waiting`)."""
         view = self.view
         if view is None or view.image not in self.viewer.layers:
             self.notify("the image of these candidates is gone; press Run.", "warning")
@@ -403,9 +452,27 @@ class Annotator:
             self.notify("a point lies outside the image; pick again.")
             return None
         sl = tuple(int(round(v)) for v in pts[0, :-2])
-        label = self.label
+        label = self.label if label is None else label
         result = self.session.pick(pts[:, [-1, -2]], label, sl)
         if result.change is None:
+            run = self.run
+            if (
+                wait
+                and (result.prompt or self.session.candidate_set is None)
+                and run is not None
+                and run.live
+                and (run.prompts_left or run.embedding is None)
+            ):
+                request = self._steer(pts[:, -2:])
+                if request is not None or run.embedding is None:
+                    self._waiting = (pts, label, request or 0, view.key)
+                    self.say(
+                        "waiting for the image embedding to pick..."
+                        if run.embedding is None
+                        else "looking for a box at your clicks: the prompts "
+                        "near them run next..."
+                    )
+                    return None
             if result.prompt and result.span is not None:
                 self.prompts.fallback(result.span, pts[:, [-1, -2]], label)
             else:

@@ -12,6 +12,10 @@ for good, so a panel runs its work in a ``QThreadPool`` of its own:
 * a new job for a busy slot asks the running one to stop and starts when
   it has ended (a worker still inside the image encoder is waited for,
   never forgotten); a job queued behind it is replaced, not piled up;
+* the model runs for one image at a time: a ``run`` stops the look-ahead
+  and starts when it has ended, a look-ahead waits for the run
+  (:data:`PREEMPTS`); a stopped look-ahead leaves its finished batches
+  and the embedding in the cache, so nothing it did is lost;
 * :meth:`RunController.shutdown` stops every job and waits for this
   panel's own workers only, at most :data:`SHUTDOWN_WAIT_MS`; a worker
   that ends later emits into nothing (never an abort at exit).
@@ -35,12 +39,14 @@ from qtpy.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from ..cache import CandidateCache
 from ..candidates import RawMasks
+from ..order import Steer
 from ..pipeline import (
     BatchDone,
     Encoded,
     FromCache,
     ModelReady,
     PlaneReady,
+    Resumed,
     RunEvent,
     RunRequest,
     run_candidates,
@@ -53,6 +59,11 @@ __all__ = ["SHUTDOWN_WAIT_MS", "SLOTS", "CandidateRun", "Job", "RunController"]
 SLOTS = ("run", "lookahead", "prompt", "masks", "download")
 #: How long closing a panel waits for its stopped workers (ms).
 SHUTDOWN_WAIT_MS = 2000
+#: Slots whose jobs never run at the same time as another slot's: the
+#: model runs for one image at a time (two would share the cores, and
+#: the shown image would wait for the look-ahead). A job of the first
+#: stops the second's and starts when it has ended; the second's waits.
+PREEMPTS = {"run": "lookahead"}
 
 
 class _Signals(QObject):
@@ -182,25 +193,39 @@ class RunController:
         running = self._current.get(slot)
         if running is not None:
             running.quit()
-            dropped = self._queued.pop(slot, None)
-            self._queued[slot] = job
-            if dropped is not None:
-                dropped.drop()
-        else:
-            self._start(slot, job)
+        lesser = PREEMPTS.get(slot)
+        if lesser is not None:
+            self.stop(lesser)
+        dropped = self._queued.pop(slot, None)
+        if dropped is not None:
+            dropped.drop()
+        self._queued[slot] = job
+        self._start_queued()
         return job
 
-    def _start(self, slot: str, job: Job) -> None:
-        self._current[slot] = job
-        self.pool.start(job)
+    def _blocked(self, slot: str) -> bool:
+        """Whether ``slot``'s queued job must wait (see :data:`PREEMPTS`)."""
+        if slot in self._current:
+            return True
+        for high, low in PREEMPTS.items():
+            if slot == high and low in self._current:
+                return True
+            if slot == low and (high in self._current or high in self._queued):
+                return True
+        return False
+
+    def _start_queued(self) -> None:
+        for slot in SLOTS:
+            if slot in self._queued and not self._blocked(slot):
+                job = self._queued.pop(slot)
+                self._current[slot] = job
+                self.pool.start(job)
 
     def _ended(self, slot: str, job: Job) -> None:
         if self._current.get(slot) is not job:
             return
         del self._current[slot]
-        nxt = self._queued.pop(slot, None)
-        if nxt is not None:
-            self._start(slot, nxt)
+        self._start_queued()
 
     def current(self, slot: str) -> Job | None:
         """The job running in ``slot`` (or waiting for one to stop)."""
@@ -276,13 +301,20 @@ class CandidateRun:
         #: No notification when it stops (the user moved on).
         self.quiet = False
         self._progress: Any = None
+        #: Takes the annotator's clicks: their prompts run next.
+        self.steer = Steer()
+        #: Click requests answered by the batches so far.
+        self.served = 0
+        #: Called on the main thread after each change of the candidates
+        #: or the embedding (a waiting pick retries).
+        self.progressed: Callable[[], Any] | None = None
 
     def start(self, runs: RunController) -> None:
         """Start in ``runs``' ``run`` slot."""
         self._status("loading the image and the model...")
         self.job = runs.submit(
             "run",
-            partial(run_candidates, cache=self.cache),
+            partial(run_candidates, cache=self.cache, steer=self.steer),
             self.request,
             on_yield=self._on_event,
             on_return=self._on_returned,
@@ -290,6 +322,17 @@ class CandidateRun:
             on_abort=self._on_aborted,
             on_finish=self._on_finished,
         )
+
+    def prefer(self, points_xy: Any) -> int:
+        """Run the prompts nearest these points (x, y, the run's pixels)
+        next; returns the request's number (see :attr:`served`)."""
+        return self.steer.prefer(points_xy)
+
+    @property
+    def prompts_left(self) -> bool:
+        """Whether prompts are still to run (True before the run knows)."""
+        left = self.steer.remaining
+        return left is None or left > 0
 
     def stop(self, reason: str = "") -> None:
         """Stop at the next batch; ``reason`` (if any) is reported as such."""
@@ -318,6 +361,15 @@ class CandidateRun:
             self._status("encoding the image...")
         elif isinstance(ev, Encoded):
             self.embedding = ev.embedding
+            self._progressed()
+        elif isinstance(ev, Resumed):
+            s.add_batch(ev.raw)
+            self._status(
+                f"resumed: {ev.batches} batches from before, "
+                f"{len(s.candidates)} candidates"
+            )
+            self._render()
+            self._progressed()
         elif isinstance(ev, FromCache):
             s.commit(ev.raw)
             self.outcome = "cached"
@@ -334,16 +386,22 @@ class CandidateRun:
                 )
             if self._progress is not None:
                 self._progress.update(1)
+            self.served = max(self.served, ev.served)
             self._status(
                 f"batch {ev.index + 1}/{ev.total}: {len(s.candidates)} candidates"
             )
             self._render()
+            self._progressed()
+
+    def _progressed(self) -> None:
+        if self.progressed is not None:
+            self.progressed()
 
     def _on_returned(self, raw: RawMasks) -> None:
         if not self.live:
             return
         if self.session.running:
-            self.session.commit()
+            self.session.commit(raw)  # in the grid's order, as cached
         self.outcome = "done"
         self._status(f"{len(self.session.candidates)} candidates")
 
