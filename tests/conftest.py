@@ -15,6 +15,8 @@ def _isolated_cache(
     """Every test gets its own user cache and no stray weights."""
     d = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("NAPARI_SAMBOXES_CACHE", str(d))
+    # and its own remembered run settings (none at first)
+    monkeypatch.setenv("NAPARI_SAMBOXES_CONFIG", str(d / "config"))
     monkeypatch.delenv("NAPARI_SAMBOXES_WEIGHTS", raising=False)
     # the suite keeps Python's collector as it is: each test's viewers are
     # collected after it (the panel's gc.freeze is for a long session)

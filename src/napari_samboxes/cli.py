@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         help="image, box table (.csv) or folder of images (default: the sample photo)",
     )
+    v.add_argument(
+        "--points-per-side", type=int, help="grid of prompts (remembered per folder)"
+    )
+    v.add_argument("--crop-n-layers", type=int, help="crop layers (0 to 4)")
+    v.add_argument("--pred-iou-thresh", type=float)
+    v.add_argument("--stability-score-thresh", type=float)
+    v.add_argument("--box-nms-thresh", type=float)
+    v.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    v.add_argument("--checkpoint", help="mobile_sam.pt (default: found automatically)")
     pr = sub.add_parser(
         "propose",
         help="compute candidate boxes for images, written as box tables (and cached)",
@@ -107,17 +116,33 @@ def _check_target(target: str | None) -> str | None:
     return None
 
 
-def _view(target: str | None) -> int:
+def _view_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings given to ``view``; raises SettingsError."""
+    from .remember import FIELDS
+
+    given = {k: getattr(args, k) for k in FIELDS if getattr(args, k, None) is not None}
+    DEFAULTS.with_(**{k: v for k, v in given.items() if k != "device"})
+    return given
+
+
+def _view(args: argparse.Namespace) -> int:
+    target = args.image
     problem = _check_target(target)  # before napari starts (seconds, a window)
     if problem:
         return _fail(problem)
+    try:
+        settings = _view_settings(args)
+    except SettingsError as e:
+        return _fail(e, 2)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        return _fail(f"{args.checkpoint}: no such checkpoint file", 2)
     import napari
 
     from ._napari.view import open_view
 
     viewer = napari.Viewer()
     try:
-        open_view(target, viewer)
+        open_view(target, viewer, settings=settings, checkpoint=args.checkpoint)
     except Exception as e:  # noqa: BLE001 - no reader, damaged file
         viewer.close()
         return _fail(f"{target}: cannot open it: {e}")
@@ -256,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "view":
-            return _view(args.image)
+            return _view(args)
         if args.command == "propose":
             return _propose(args)
         if args.command in DATASET_COMMANDS:

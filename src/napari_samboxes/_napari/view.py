@@ -13,13 +13,21 @@ from .widget import SamBoxesWidget
 __all__ = ["open_view"]
 
 
-def open_view(target: str | None = None, viewer: Any = None) -> tuple[Any, Any]:
+def open_view(
+    target: str | None = None,
+    viewer: Any = None,
+    settings: dict[str, Any] | None = None,
+    checkpoint: str | None = None,
+) -> tuple[Any, Any]:
     """A viewer showing ``target``, with the SAM boxes widget docked.
 
     ``target`` is an image, a box table (opened with labels), a folder of
     images (folder mode, through the widget's ``folder`` control) or None
-    (the sample photo). The view is fitted to the image after docking.
-    Returns ``(viewer, widget)``; raises what opening the file raised.
+    (the sample photo). ``settings`` (run settings by
+    :data:`~napari_samboxes.remember.FIELDS` name) and ``checkpoint`` are
+    set before the folder's first run, over what was remembered, and are
+    remembered. The view is fitted to the image after docking. Returns
+    ``(viewer, widget)``; raises what opening the file raised.
     """
     import napari
     from qtpy.QtWidgets import QApplication
@@ -32,6 +40,10 @@ def open_view(target: str | None = None, viewer: Any = None) -> tuple[Any, Any]:
     elif p.is_file():
         viewer.open(str(p), plugin=PLUGIN if is_box_table(p) else None)
     widget = SamBoxesWidget(viewer)
+    if checkpoint:
+        widget.checkpoint.value = str(checkpoint)
+    if settings:
+        widget.apply_run_settings(settings, pin=True)
     viewer.window.add_dock_widget(widget, name="SAM boxes", area="right")
     if p is not None and p.is_dir():
         widget.folder.value = str(p)  # opens folder mode

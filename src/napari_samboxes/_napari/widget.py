@@ -27,6 +27,7 @@ from ..cache import CandidateCache
 from ..classes import ClassList
 from ..model import find_checkpoint
 from ..pipeline import RunRequest
+from ..remember import FIELDS, folder_file, global_file, load_settings, save_settings
 from ..session import Session
 from ..settings import Settings, SettingsError
 from . import controls
@@ -95,6 +96,9 @@ class SamBoxesWidget(Container):
         self._unsaved: set[str] = set()
         self._said = ""
         self._picks = 0
+        #: Run settings given on the command line: over the remembered ones.
+        self._pinned: dict[str, Any] = {}
+        self._applying = False
         self.extend(controls.make_groups(self._image_choices, find_checkpoint()))
         self.box_list = BoxList(
             self.classes,
@@ -108,6 +112,7 @@ class SamBoxesWidget(Container):
             self.viewer, self._actions(), self.annotator.click, self._on_move
         )
         self._add_callbacks()
+        self.apply_run_settings(load_settings(global_file()), remember=False)
         self._update_checkpoint_status()
         self._on_active_layer()
         self.mode.start()
@@ -177,6 +182,8 @@ class SamBoxesWidget(Container):
         self.checkpoint.changed.connect(self._update_checkpoint_status)
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             self[name].changed.connect(self._on_thresholds)
+        for name in FIELDS:
+            self[name].changed.connect(self._remember_run_settings)
         self.undo.changed.connect(lambda: a.undo())
         self.redo.changed.connect(lambda: a.redo())
         self.smaller.changed.connect(lambda: a.step(-1))
@@ -477,6 +484,46 @@ class SamBoxesWidget(Container):
         self.annotator.apply(self.session.relabel([row], name))
         self.mode.focus_canvas()
 
+    # -- run settings, remembered --------------------------------------------------
+    def run_settings(self) -> dict[str, Any]:
+        """The remembered run settings as the controls hold them."""
+        out: dict[str, Any] = {}
+        for name in FIELDS:
+            v = self[name].value
+            out[name] = v if isinstance(v, str) else type(getattr(Settings(), name))(v)
+        return out
+
+    def apply_run_settings(
+        self, values: dict[str, Any], remember: bool = True, pin: bool = False
+    ) -> None:
+        """Set run settings (the :data:`~napari_samboxes.remember.FIELDS`);
+        ``remember``: store them (the folder's file in folder mode, else the
+        user's); ``pin``: they stay over a folder's remembered ones (the
+        command line's)."""
+        values = {k: v for k, v in values.items() if k in FIELDS}
+        if pin:
+            self._pinned.update(values)
+        self._applying = True
+        try:
+            for name, v in values.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    self[name].value = v
+        finally:
+            self._applying = False
+        if remember:
+            self._remember_run_settings()
+
+    def _settings_file(self) -> Path:
+        fm = self.folder_mode
+        if fm is not None and not fm.closed:
+            return folder_file(fm.session.dataset.folder)
+        return global_file()
+
+    def _remember_run_settings(self, event: Any = None) -> None:
+        if self._applying or self._closed:
+            return
+        save_settings(self._settings_file(), self.run_settings())
+
     # -- folder mode -------------------------------------------------------------------
     def open_folder(
         self, event: Any = None, start: int = 0, path: str | None = None
@@ -514,6 +561,9 @@ class SamBoxesWidget(Container):
                 self.annotator.release_image(reuse)
             return self.notify(str(e), "error")
         self.folder_mode = fm
+        # the folder's remembered run settings (the command line's over
+        # them), before its first run; stored beside its annotations
+        self.apply_run_settings({**load_settings(folder_file(path)), **self._pinned})
         fm.on_closed = lambda: self._folder_closed(fm)
         fm.take_over(reuse)
         # the files are the truth again, but for boxes a closed folder mode
