@@ -203,3 +203,23 @@ def test_a_damaged_partial_entry_is_ignored(structured_model, photo, tmp_path):
     got = drain(raw_results(photo, s, model=structured_model, cache=cache))
     for name in RawMasks.field_names():
         np.testing.assert_array_equal(getattr(got, name), getattr(one, name))
+
+
+def test_a_run_stopped_in_the_encoder_keeps_the_embedding(
+    structured_model, photo, tmp_path, monkeypatch
+):
+    s = DEFAULTS.with_(points_per_side=4, points_per_batch=4)
+    cache = CandidateCache(tmp_path)
+    events = raw_results(photo, s, model=structured_model, cache=cache)
+    for ev in events:
+        if type(ev).__name__ == "Encoded":
+            events.close()  # the user moved on as the encoder finished
+            break
+    key = cache_key(photo, structured_model.digest, s)
+    assert cache.embedding_path(key).is_file()
+    assert not cache.partial_path(key).exists()  # no batch was done
+    monkeypatch.setattr(
+        engine, "encode_image", lambda *a: pytest.fail("encoded a second time")
+    )
+    raw = drain(raw_results(photo, s, model=structured_model, cache=cache))
+    assert len(raw) == 16 * 3

@@ -227,3 +227,34 @@ def test_tighten_snaps_to_the_best_candidate_else_prompts():
     s.replace_all(t.boxes, t.message)
     s.undo()
     assert s.boxes == boxes  # one undo reverts a tighten
+
+
+def test_a_pick_made_while_a_run_streams_becomes_the_complete_runs_pick():
+    s = Session()
+    s.set_thresholds(0.88, 0.95, 1.0)
+    s.begin_run()
+    s.add_batch(raw(NESTED[[1, 2, 3]]))  # the smallest box's prompt is to come
+    assert s.pick([[48, 48], [52, 52]], "cup").change is not None
+    row, xyxy = s.last_pick
+    np.testing.assert_array_equal(xyxy, [40, 40, 60, 60])
+    s.commit(raw())
+    change = s.refine(row, xyxy)
+    assert change is not None and change.changed
+    np.testing.assert_array_equal(s.boxes.xyxy[0], [45, 45, 55, 55])
+    assert list(s.boxes.labels) == ["cup"]
+    assert s.refine(*s.last_pick) is None  # already the tightest
+    s.undo()  # one step back: the streaming run's box
+    np.testing.assert_array_equal(s.boxes.xyxy[0], [40, 40, 60, 60])
+
+
+def test_a_streaming_pick_that_was_stepped_is_left_as_chosen():
+    s = Session()
+    s.set_thresholds(0.88, 0.95, 1.0)
+    s.begin_run()
+    s.add_batch(raw(NESTED[[1, 2, 3]]))
+    s.pick([[48, 48], [52, 52]], "cup")
+    row, xyxy = s.last_pick
+    s.step(+1)  # the annotator chose the larger box
+    s.commit(raw())
+    assert s.refine(row, xyxy) is None
+    np.testing.assert_array_equal(s.boxes.xyxy[0], [30, 30, 70, 70])

@@ -232,10 +232,8 @@ def raw_results(
     plan = engine.prompt_plan(rgb8.shape[:2], settings)
     n_prompts = sum(plan.sizes)
     part = cache.load_partial(key, n_prompts) if cache is not None else None
-    embedding = None
-    if part is not None:
-        assert cache is not None
-        embedding = cache.load_embedding(key, model.device)
+    # a run stopped inside or right after the encoder left the embedding
+    embedding = cache.load_embedding(key, model.device) if cache is not None else None
     stored = embedding is not None
     if embedding is None:
         embedding = engine.encode_image(rgb8, model)

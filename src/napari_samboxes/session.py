@@ -404,6 +404,46 @@ class Session:
         self._img.last_pick = _LastPick(pts, len(self.boxes) - 1, c.boxes[i].copy())
         return PickResult(change)
 
+    @property
+    def last_pick(self) -> tuple[int, np.ndarray] | None:
+        """The shown image's last picked box: its row and xyxy (None if none)."""
+        lp = self._img.last_pick
+        return None if lp is None else (lp.row, lp.xyxy.copy())
+
+    def refine(self, row: int, xyxy: np.ndarray) -> Change | None:
+        """A pick made while a run streamed (box ``row``, then ``xyxy``),
+        once the run is complete: replaced by the box a pick at the same
+        points gives now, if that differs and the box is as it was picked
+        (not stepped, moved or relabelled away). None when nothing changed."""
+        img = self._img
+        lp = img.last_pick
+        if (
+            lp is None
+            or self.pending is not None
+            or lp.row != row
+            or row >= len(img.boxes)
+            or not np.array_equal(lp.xyxy, xyxy)
+            or not np.array_equal(img.boxes.xyxy[row], xyxy)
+        ):
+            return None
+        c = self._candidates
+        i = select_box(c, lp.points)
+        if i is None or np.array_equal(c.boxes[i], xyxy):
+            return None
+        sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
+        change = self._apply(
+            img.boxes.replaced(
+                row,
+                c.boxes[i],
+                float(c.scores[i]),
+                "candidate",
+                prompt_cells([c.points[i]], None, sc),
+            ),
+            "the box at your clicks, from the finished run",
+        )
+        img.last_pick = _LastPick(lp.points, row, c.boxes[i].copy())
+        return change
+
     def step(self, direction: int) -> Change:
         """Replace the last picked box by the next larger (``+1``) or smaller
         (``-1``) candidate containing its points, keeping its label."""

@@ -102,6 +102,9 @@ class Annotator:
         #: A pick waiting for the prompts around its clicks (points, label,
         #: request number, image key); see :meth:`pick`.
         self._waiting: tuple[np.ndarray, str, int, str] | None = None
+        #: A pick made while the run streamed (image key, row, box): made
+        #: the complete run's pick when the run ends (Session.refine).
+        self._provisional: tuple[str, int, np.ndarray] | None = None
         self._redraw = QTimer()
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_candidates)
@@ -340,6 +343,7 @@ class Annotator:
             return
         self.draw_candidates()
         self._retry_waiting()
+        self._refine_provisional(outcome)
         if not getattr(run, "quiet", False):
             if outcome == "error":
                 self.notify(message, "error")
@@ -410,6 +414,17 @@ class Annotator:
         sx, sy = s.pending.scale
         return run.prefer(xy / [sx, sy])
 
+    def _refine_provisional(self, outcome: str) -> None:
+        """The run ended: a pick made while it streamed becomes the pick the
+        complete candidates give (the same points), unless it was changed."""
+        p, self._provisional = self._provisional, None
+        if p is None or outcome != "done" or p[0] != self.session.image_key:
+            return
+        change = self.session.refine(p[1], p[2])
+        if change is not None:
+            self.add_with_mask(change)
+            self.say("the run is complete: your last box is now its tightest fit")
+
     def _retry_waiting(self) -> None:
         """A pick waiting for the prompts around its clicks: made as soon as
         a candidate holds both points, else (once those prompts ran, or the
@@ -478,7 +493,11 @@ class Annotator:
             else:
                 self.notify(result.reason)
             return None
-        return self.add_with_mask(result.change)
+        change = self.add_with_mask(result.change)
+        last = self.session.last_pick
+        if self.session.running and last is not None:  # a streaming run's pick
+            self._provisional = (self.session.image_key, *last)
+        return change
 
     def preview(self, cursor: np.ndarray) -> np.ndarray | None:
         """Show the box a pick would give for a cursor in the image's data
