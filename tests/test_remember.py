@@ -74,10 +74,9 @@ def folder_of_two(tmp_path, photo):
 def test_a_folder_remembers_its_run_settings_and_single_images_theirs(
     make_napari_viewer, tmp_path, photo, structured_ckpt, qtbot
 ):
+    from gui_helpers import TIMEOUT
     from napari_samboxes._napari.widget import SamBoxesWidget
     from napari_samboxes.cache import CandidateCache
-
-    from gui_helpers import TIMEOUT
 
     d = folder_of_two(tmp_path, photo)
     cache = CandidateCache(tmp_path / "cache")
@@ -113,9 +112,8 @@ def test_a_folder_remembers_its_run_settings_and_single_images_theirs(
 def test_view_dir_with_a_grid_runs_it_and_remembers_it(
     make_napari_viewer, tmp_path, photo, structured_ckpt, qtbot
 ):
-    from napari_samboxes._napari.view import open_view
-
     from gui_helpers import TIMEOUT
+    from napari_samboxes._napari.view import open_view
 
     d = folder_of_two(tmp_path, photo)
     save_settings(folder_file(d), {"points_per_side": 7, "crop_n_layers": 1})
