@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -149,6 +150,8 @@ def main() -> None:
     from napari_samboxes.testing import write_structured_checkpoint
 
     tmp = Path(tempfile.mkdtemp())
+    # the panel's remembered run settings: none of the user's, none kept
+    os.environ["NAPARI_SAMBOXES_CONFIG"] = str(tmp / "config")
     ckpt = write_structured_checkpoint(tmp / "structured.pt")
     img = photo((768, 1024))
     t = time.perf_counter()

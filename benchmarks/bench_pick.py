@@ -17,6 +17,7 @@ with 5,000 candidates (``session.preview``, and with ``--gui``
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -196,6 +197,8 @@ def gui() -> None:
     from napari_samboxes._napari.widget import SamBoxesWidget
     from napari_samboxes.pipeline import BatchDone, RunRequest
 
+    # the panel's remembered run settings: none of the user's, none kept
+    os.environ["NAPARI_SAMBOXES_CONFIG"] = tempfile.mkdtemp()
     rng = np.random.default_rng(1)
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()

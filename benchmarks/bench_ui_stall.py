@@ -16,6 +16,7 @@ so every switch measured is served from the cache.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +87,8 @@ def main() -> None:
     from napari_samboxes.testing import write_structured_checkpoint
 
     tmp = Path(tempfile.mkdtemp())
+    # the panel's remembered run settings: none of the user's, none kept
+    os.environ["NAPARI_SAMBOXES_CONFIG"] = str(tmp / "config")
     ckpt = write_structured_checkpoint(tmp / "structured.pt")
     cache = CandidateCache(tmp / "cache")
     folder, big, big2 = tmp / "folder", tmp / "big", tmp / "big2"

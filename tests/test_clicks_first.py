@@ -174,3 +174,32 @@ def test_leaving_an_image_mid_run_and_coming_back_resumes_its_run(
     assert len(decoded) == PPS * PPS // 4  # one full run's batches in all
     want = propose_boxes(photo, structured_model, points_per_side=PPS)
     np.testing.assert_array_equal(widget.session.candidates.boxes, want.boxes)
+
+
+def test_a_waiting_pick_is_dropped_with_a_word_when_the_run_is_cancelled(
+    make_napari_viewer, photo, structured_model, structured_ckpt, tmp_path, qtbot,
+    monkeypatch, decoded,
+):
+    pts, _ = late_target(photo, structured_model)
+    decoded.clear()
+    go = blocking_engine(monkeypatch)
+    said = notes(monkeypatch)
+    viewer = make_napari_viewer()
+    viewer.add_image(photo, name="photo", rgb=True)
+    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=PPS)
+    widget.run.native.click()
+    qtbot.waitUntil(lambda: len(decoded) >= 2, timeout=TIMEOUT)
+    picks = viewer.layers["photo picks"]
+    picks.add(pts[0, ::-1])
+    picks.add(pts[1, ::-1])
+    assert "prompts near them run next" in widget.status.value
+    outcomes = []
+    widget.run_finished.connect(outcomes.append)
+    widget.cancel.native.click()
+    go.set()
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=TIMEOUT)
+    assert outcomes == ["cancelled"]
+    qtbot.wait(100)
+    assert len(viewer.layers["photo boxes"].data) == 0  # no box from a prompt
+    assert "pick again" in widget.status.value or "cancelled" in widget.status.value
+    assert not said["error"]

@@ -125,3 +125,17 @@ def test_view_dir_with_a_grid_runs_it_and_remembers_it(
     s = w.annotator.request.settings
     assert (s.points_per_side, s.crop_n_layers) == (4, 1)  # given over stored
     assert load_settings(folder_file(d))["points_per_side"] == 4
+    assert "points_per_side" not in load_settings(global_file())  # the folder's
+    w.device.value = "cpu"  # the machine's, not the folder's
+    assert "device" not in load_settings(folder_file(d))
+    assert load_settings(global_file())["device"] == "cpu"
+    # changed by hand, the grid is no longer the command line's
+    w.points_per_side.value = 6
+    assert load_settings(folder_file(d))["points_per_side"] == 6
+    d2 = tmp_path / "more"
+    d2.mkdir()
+    (d2 / "a.png").write_bytes((d / "a.png").read_bytes())
+    save_settings(folder_file(d2), {"points_per_side": 7})
+    w.folder.value = str(d2)
+    assert w.points_per_side.value == 7  # its own, not the command line's 4
+    qtbot.waitUntil(lambda: w.annotator.request is not None, timeout=TIMEOUT)

@@ -301,6 +301,8 @@ def iter_prompt_batches(
         pts = plan.points(k)[b.prompts - starts[k]]
         with torch.inference_mode():  # not around the yield
             raw = crop.process_batch(pts)
+        if queue.left(k) == 0:  # done with this crop: its embedding goes
+            del crops[k]
         total = bi + 1 + queue.remaining_batches()
         yield DecodedBatch(bi, total, b.prompts, raw, b.served)
         bi += 1

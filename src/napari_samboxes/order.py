@@ -15,9 +15,10 @@ cover the top of the image. Here:
   done (a run resumed from a partial cache entry).
 
 The order changes only when masks arrive, never which: the raw results are
-put back in the grid's order (:meth:`~napari_samboxes.candidates.RawMasks.
-in_prompt_order`) before thresholds and NMS, so the final candidates are
-those of a run in grid order.
+put back in the grid's order (:func:`~napari_samboxes.engine.
+iter_prompt_batches`'s ``prompts`` say whose masks each batch holds)
+before thresholds and NMS, so the final candidates are those of a run in
+grid order.
 
 No napari or Qt; thread-safe (the UI thread calls :meth:`PromptQueue.prefer`
 while a worker takes batches).
@@ -211,6 +212,11 @@ class PromptQueue:
         """Prompts not yet handed out."""
         with self._lock:
             return sum(len(t) for t in self._todo)
+
+    def left(self, crop: int) -> int:
+        """Prompts of ``crop`` not yet handed out."""
+        with self._lock:
+            return len(self._todo[crop])
 
     def remaining_batches(self) -> int:
         """Batches still to come (each crop's prompts in full batches, then

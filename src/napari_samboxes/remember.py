@@ -2,7 +2,8 @@
 
 The panel's run settings (grid, crop layers, thresholds, device) are kept
 
-* per folder, beside its annotations: ``DIR/annotations/run_settings.json``;
+* per folder, beside its annotations: ``DIR/annotations/run_settings.json``
+  (all but the device, which is the machine's);
 * for single images, in the user's config folder
   (``run_settings.json`` in ``platformdirs.user_config_dir``;
   ``NAPARI_SAMBOXES_CONFIG`` names another folder).
@@ -28,6 +29,7 @@ __all__ = [
     "DEVICES",
     "FIELDS",
     "FILE_NAME",
+    "FOLDER_FIELDS",
     "folder_file",
     "global_file",
     "load_settings",
@@ -44,6 +46,9 @@ FIELDS = (
     "box_nms_thresh",
     "device",
 )
+#: What a folder remembers: the device is the machine's, not the data's (a
+#: folder copied to a machine without a GPU must not ask for one).
+FOLDER_FIELDS = tuple(f for f in FIELDS if f != "device")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FILE_NAME = "run_settings.json"
 CONFIG_ENV = "NAPARI_SAMBOXES_CONFIG"

@@ -413,8 +413,9 @@ class Session:
     def refine(self, row: int, xyxy: np.ndarray) -> Change | None:
         """A pick made while a run streamed (box ``row``, then ``xyxy``),
         once the run is complete: replaced by the box a pick at the same
-        points gives now, if that differs and the box is as it was picked
-        (not stepped, moved or relabelled away). None when nothing changed."""
+        points gives now, if that differs and the box is where it was
+        picked (not stepped, moved, deleted or undone; a new label is kept).
+        None when nothing changed."""
         img = self._img
         lp = img.last_pick
         if (

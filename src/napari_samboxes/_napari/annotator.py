@@ -342,15 +342,19 @@ class Annotator:
         if self.closed:
             return
         self.draw_candidates()
-        self._retry_waiting()
+        if outcome in ("done", "cached") and run.embedding is not None:
+            self.session.embedding = run.embedding  # for the picks below
+        if outcome in ("done", "cached"):
+            self._retry_waiting()
+        elif self._waiting is not None:  # cancelled, stopped, failed
+            self._waiting = None
+            self.say("the run ended before your clicks got a box: pick again")
         self._refine_provisional(outcome)
         if not getattr(run, "quiet", False):
             if outcome == "error":
                 self.notify(message, "error")
             elif outcome == "stopped":
                 self.notify(f"run stopped: {message}.", "warning")
-        if outcome in ("done", "cached") and run.embedding is not None:
-            self.session.embedding = run.embedding
         self.run_finished.emit(outcome)
 
     def _on_image_data(self, event: Any = None) -> None:
@@ -423,7 +427,10 @@ class Annotator:
         change = self.session.refine(p[1], p[2])
         if change is not None:
             self.add_with_mask(change)
-            self.say("the run is complete: your last box is now its tightest fit")
+            self.say(
+                "the run is complete: your last box is now its pick at your "
+                "clicks (Ctrl+Z: the box before)"
+            )
 
     def _retry_waiting(self) -> None:
         """A pick waiting for the prompts around its clicks: made as soon as
@@ -466,6 +473,13 @@ class Annotator:
         if np.any(pts[:, -2:] < lo - 0.5) or np.any(pts[:, -2:] > hi + 0.5):
             self.notify("a point lies outside the image; pick again.")
             return None
+        if wait and self._waiting is not None:
+            # an earlier pick still waits: it gets its box now (the best the
+            # run has so far, else SAM's prompt), so boxes come in the order
+            # they were picked and [ / ] act on the latest
+            earlier, self._waiting = self._waiting, None
+            if earlier[3] == view.key:
+                self.pick(earlier[0], earlier[1], wait=False)
         sl = tuple(int(round(v)) for v in pts[0, :-2])
         label = self.label if label is None else label
         result = self.session.pick(pts[:, [-1, -2]], label, sl)

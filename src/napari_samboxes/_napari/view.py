@@ -24,10 +24,11 @@ def open_view(
     ``target`` is an image, a box table (opened with labels), a folder of
     images (folder mode, through the widget's ``folder`` control) or None
     (the sample photo). ``settings`` (run settings by
-    :data:`~napari_samboxes.remember.FIELDS` name) and ``checkpoint`` are
-    set before the folder's first run, over what was remembered, and are
-    remembered. The view is fitted to the image after docking. Returns
-    ``(viewer, widget)``; raises what opening the file raised.
+    :data:`~napari_samboxes.remember.FIELDS` name) are set before the first
+    run, over what was remembered, and remembered (for a folder in its
+    file; for an image in the user's); ``checkpoint`` is this session's.
+    The view is fitted to the image after docking. Returns ``(viewer,
+    widget)``; raises what opening the file raised.
     """
     import napari
     from qtpy.QtWidgets import QApplication
@@ -43,7 +44,9 @@ def open_view(
     if checkpoint:
         widget.checkpoint.value = str(checkpoint)
     if settings:
-        widget.apply_run_settings(settings, pin=True)
+        # a folder stores them when it opens (in its own file)
+        remember = p is None or not p.is_dir()
+        widget.apply_run_settings(settings, remember=remember, pin=True)
     viewer.window.add_dock_widget(widget, name="SAM boxes", area="right")
     if p is not None and p.is_dir():
         widget.folder.value = str(p)  # opens folder mode

@@ -27,7 +27,14 @@ from ..cache import CandidateCache
 from ..classes import ClassList
 from ..model import find_checkpoint
 from ..pipeline import RunRequest
-from ..remember import FIELDS, folder_file, global_file, load_settings, save_settings
+from ..remember import (
+    FIELDS,
+    FOLDER_FIELDS,
+    folder_file,
+    global_file,
+    load_settings,
+    save_settings,
+)
 from ..session import Session
 from ..settings import Settings, SettingsError
 from . import controls
@@ -183,7 +190,9 @@ class SamBoxesWidget(Container):
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             self[name].changed.connect(self._on_thresholds)
         for name in FIELDS:
-            self[name].changed.connect(self._remember_run_settings)
+            self[name].changed.connect(
+                lambda *_, name=name: self._remember_run_setting(name)
+            )
         self.undo.changed.connect(lambda: a.undo())
         self.redo.changed.connect(lambda: a.redo())
         self.smaller.changed.connect(lambda: a.step(-1))
@@ -497,9 +506,10 @@ class SamBoxesWidget(Container):
         self, values: dict[str, Any], remember: bool = True, pin: bool = False
     ) -> None:
         """Set run settings (the :data:`~napari_samboxes.remember.FIELDS`);
-        ``remember``: store them (the folder's file in folder mode, else the
-        user's); ``pin``: they stay over a folder's remembered ones (the
-        command line's)."""
+        ``remember``: store them (in the folder's file in folder mode, else,
+        and for the device always, in the user's); ``pin``: they stay over
+        a folder's remembered ones until changed by hand (the command
+        line's)."""
         values = {k: v for k, v in values.items() if k in FIELDS}
         if pin:
             self._pinned.update(values)
@@ -511,18 +521,28 @@ class SamBoxesWidget(Container):
         finally:
             self._applying = False
         if remember:
-            self._remember_run_settings()
+            self._store_run_settings(list(values))
 
-    def _settings_file(self) -> Path:
+    def _store_run_settings(self, names: list[str]) -> None:
+        """Write these fields, as the controls hold them, where they belong."""
+        now = self.run_settings()
         fm = self.folder_mode
-        if fm is not None and not fm.closed:
-            return folder_file(fm.session.dataset.folder)
-        return global_file()
+        folder = fm is not None and not fm.closed
+        here = [n for n in names if folder and n in FOLDER_FIELDS]
+        user = [n for n in names if n not in here]
+        if here and fm is not None:
+            save_settings(
+                folder_file(fm.session.dataset.folder), {n: now[n] for n in here}
+            )
+        if user:
+            save_settings(global_file(), {n: now[n] for n in user})
 
-    def _remember_run_settings(self, event: Any = None) -> None:
+    def _remember_run_setting(self, name: str) -> None:
+        """A run setting changed by hand: remembered, and no longer pinned."""
         if self._applying or self._closed:
             return
-        save_settings(self._settings_file(), self.run_settings())
+        self._pinned.pop(name, None)
+        self._store_run_settings([name])
 
     # -- folder mode -------------------------------------------------------------------
     def open_folder(
@@ -563,7 +583,10 @@ class SamBoxesWidget(Container):
         self.folder_mode = fm
         # the folder's remembered run settings (the command line's over
         # them), before its first run; stored beside its annotations
-        self.apply_run_settings({**load_settings(folder_file(path)), **self._pinned})
+        stored = load_settings(folder_file(path))
+        stored = {k: v for k, v in stored.items() if k in FOLDER_FIELDS}
+        self.apply_run_settings({**stored, **self._pinned}, remember=False)
+        self._store_run_settings(list(self._pinned))  # the command line's
         fm.on_closed = lambda: self._folder_closed(fm)
         fm.take_over(reuse)
         # the files are the truth again, but for boxes a closed folder mode
@@ -593,6 +616,11 @@ class SamBoxesWidget(Container):
             if not self._closed:
                 for name in _FOLDER_BUTTONS:
                     self[name].enabled = False
+                # single images again: the user's settings (the command
+                # line's over them)
+                self.apply_run_settings(
+                    {**load_settings(global_file()), **self._pinned}, remember=False
+                )
 
     def _show_progress(self, text: str) -> None:
         if not self._closed:
