@@ -66,3 +66,19 @@ def synthetic() -> np.ndarray:
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = col
     img[90:140, 20:70] = (20, 20, 230)
     return img.astype(np.uint8)
+
+
+@pytest.fixture
+def decoder_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The decoder batches run during a test (the prompts of each)."""
+    from napari_samboxes import engine
+
+    calls: list[int] = []
+    real = engine._Crop.process_batch
+
+    def counted(self, points):  # noqa: ANN001, ANN202
+        calls.append(len(points))
+        return real(self, points)
+
+    monkeypatch.setattr(engine._Crop, "process_batch", counted)
+    return calls

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 
 from gui_helpers import TIMEOUT, blocking_engine, make_widget, notes
 from napari_samboxes import engine, propose_boxes
@@ -16,20 +15,6 @@ from napari_samboxes.order import coarse_to_fine
 from napari_samboxes.select import select_box
 
 PPS = 8  # 64 prompts in 16 batches of 4
-
-
-@pytest.fixture
-def decoded(monkeypatch):
-    """Count the decoded batches (prompts of each)."""
-    calls = []
-    real = engine._Crop.process_batch
-
-    def counted(self, points):
-        calls.append(len(points))
-        return real(self, points)
-
-    monkeypatch.setattr(engine._Crop, "process_batch", counted)
-    return calls
 
 
 def late_target(photo, model):
@@ -54,21 +39,21 @@ def late_target(photo, model):
 
 def test_two_clicks_where_the_run_has_not_been_bring_their_box_first(
     make_napari_viewer, photo, structured_model, structured_ckpt, tmp_path, qtbot,
-    monkeypatch, decoded,
+    monkeypatch, decoder_batches,
 ):
     pts, want = late_target(photo, structured_model)
-    decoded.clear()
+    decoder_batches.clear()
     go = blocking_engine(monkeypatch)  # the run waits after its 2nd batch
     viewer = make_napari_viewer()
     viewer.add_image(photo, name="photo", rgb=True)
     widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=PPS)
     widget.run.native.click()
-    qtbot.waitUntil(lambda: len(decoded) >= 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(decoder_batches) >= 2, timeout=TIMEOUT)
     assert widget.session.preview(pts) is None  # no candidate there yet
     picks = viewer.layers["photo picks"]
     boxes = viewer.layers["photo boxes"]
     seen = []
-    widget.annotator.changed.connect(lambda ch: seen.append(len(decoded)))
+    widget.annotator.changed.connect(lambda ch: seen.append(len(decoder_batches)))
     picks.add(pts[0, ::-1])
     picks.add(pts[1, ::-1])
     assert len(boxes.data) == 0 and "prompts near them run next" in widget.status.value
@@ -80,7 +65,7 @@ def test_two_clicks_where_the_run_has_not_been_bring_their_box_first(
 
     assert list(boxes.features["source"]) == ["candidate"]
     qtbot.waitUntil(lambda: widget.annotator.run is None, timeout=TIMEOUT)
-    assert len(decoded) == PPS * PPS // 4  # every prompt once, no batch twice
+    assert len(decoder_batches) == PPS * PPS // 4  # every prompt once, no batch twice
     # the box is (or, once the run is complete, has become) the complete
     # run's pick at these clicks
     assert len(boxes.data) == 1
@@ -122,7 +107,7 @@ def test_a_pick_before_the_embedding_waits_for_it_and_says_so(
 
 def test_leaving_an_image_mid_run_and_coming_back_resumes_its_run(
     make_napari_viewer, photo, structured_model, structured_ckpt, tmp_path, qtbot,
-    monkeypatch, decoded,
+    monkeypatch, decoder_batches,
 ):
     from PIL import Image
 
@@ -138,18 +123,18 @@ def test_leaving_an_image_mid_run_and_coming_back_resumes_its_run(
         photo[::-1].copy(), structured_model, points_per_side=PPS,
         points_per_batch=4, cache=CandidateCache(cache_dir),
     )
-    decoded.clear()
+    decoder_batches.clear()
     go = blocking_engine(monkeypatch, batches_before_block=3)
     viewer = make_napari_viewer()
     widget = make_widget(viewer, structured_ckpt, cache_dir, pps=PPS)
     widget.folder.value = str(d)
-    qtbot.waitUntil(lambda: len(decoded) >= 4, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(decoder_batches) >= 4, timeout=TIMEOUT)
     widget.next_image.native.click()  # leave a while its 4th batch waits
     go.set()
     qtbot.waitUntil(lambda: "image 2 of 2" in widget.folder_progress.value,
                     timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.annotator.run is None, timeout=TIMEOUT)
-    assert len(decoded) == 4
+    assert len(decoder_batches) == 4
     from napari_samboxes._napari.runs import CandidateRun
     from napari_samboxes.pipeline import Resumed
 
@@ -163,7 +148,7 @@ def test_leaving_an_image_mid_run_and_coming_back_resumes_its_run(
     monkeypatch.setattr(CandidateRun, "_on_event", spy)
     widget.prev_image.native.click()
     qtbot.waitUntil(
-        lambda: len(decoded) >= PPS * PPS // 4 and widget.annotator.run is None,
+        lambda: len(decoder_batches) >= PPS * PPS // 4 and widget.annotator.run is None,
         timeout=TIMEOUT,
     )
     resumed = [e for e in events if isinstance(e, Resumed)]
@@ -171,24 +156,24 @@ def test_leaving_an_image_mid_run_and_coming_back_resumes_its_run(
     qtbot.wait(200)
     assert widget.annotator.run is None
     assert "image 1 of 2" in widget.folder_progress.value
-    assert len(decoded) == PPS * PPS // 4  # one full run's batches in all
+    assert len(decoder_batches) == PPS * PPS // 4  # one full run's batches in all
     want = propose_boxes(photo, structured_model, points_per_side=PPS)
     np.testing.assert_array_equal(widget.session.candidates.boxes, want.boxes)
 
 
 def test_a_waiting_pick_is_dropped_with_a_word_when_the_run_is_cancelled(
     make_napari_viewer, photo, structured_model, structured_ckpt, tmp_path, qtbot,
-    monkeypatch, decoded,
+    monkeypatch, decoder_batches,
 ):
     pts, _ = late_target(photo, structured_model)
-    decoded.clear()
+    decoder_batches.clear()
     go = blocking_engine(monkeypatch)
     said = notes(monkeypatch)
     viewer = make_napari_viewer()
     viewer.add_image(photo, name="photo", rgb=True)
     widget = make_widget(viewer, structured_ckpt, tmp_path / "cache", pps=PPS)
     widget.run.native.click()
-    qtbot.waitUntil(lambda: len(decoded) >= 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(decoder_batches) >= 2, timeout=TIMEOUT)
     picks = viewer.layers["photo picks"]
     picks.add(pts[0, ::-1])
     picks.add(pts[1, ::-1])

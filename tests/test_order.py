@@ -142,17 +142,10 @@ def test_coarse_to_fine_gives_the_grid_orders_masks(structured_model, photo, pps
 
 
 def test_a_run_stopped_half_way_resumes_without_decoding_a_batch_twice(
-    structured_model, photo, tmp_path, monkeypatch
+    structured_model, photo, tmp_path, monkeypatch, decoder_batches
 ):
     s = DEFAULTS.with_(points_per_side=8, crop_n_layers=1, points_per_batch=8)
-    calls = []
-    real = engine._Crop.process_batch
-
-    def counted(self, points):
-        calls.append(len(points))
-        return real(self, points)
-
-    monkeypatch.setattr(engine._Crop, "process_batch", counted)
+    calls = decoder_batches
     cache = CandidateCache(tmp_path / "cache")
     events = raw_results(photo, s, model=structured_model, cache=cache)
     done = 0

@@ -84,6 +84,24 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _arrays_of(raw: RawMasks) -> dict[str, np.ndarray]:
+    """A :class:`RawMasks`' arrays in their stored dtypes."""
+    return {k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()}
+
+
+def _raw_of(parts: dict[str, np.ndarray] | None) -> RawMasks | None:
+    """The :class:`RawMasks` in a read entry, or None if any array is
+    missing or of the wrong dtype or shape."""
+    if parts is None or "areas" not in parts:
+        return None
+    n = len(parts["areas"]) if parts["areas"].ndim == 1 else -1
+    for name, (dtype, tail) in _LAYOUT.items():
+        a = parts.get(name)
+        if a is None or a.dtype != dtype or a.shape != (n, *tail):
+            return None
+    return RawMasks(**{k: parts[k] for k in _LAYOUT})
+
+
 class CandidateCache:
     """A folder of ``<key>.npz`` (:class:`RawMasks`) and ``<key>.emb.npz``.
 
@@ -132,25 +150,11 @@ class CandidateCache:
     def load(self, key: str) -> RawMasks | None:
         """Return the entry, or None if absent or damaged (any array of the
         wrong dtype or shape, a missing array, an unreadable file)."""
-        return self._load_raw(self.path(key))
-
-    def _load_raw(self, path: Path) -> RawMasks | None:
-        parts = self._read(path)
-        if parts is None or "areas" not in parts:
-            return None
-        n = len(parts["areas"]) if parts["areas"].ndim == 1 else -1
-        for name, (dtype, tail) in _LAYOUT.items():
-            a = parts.get(name)
-            if a is None or a.dtype != dtype or a.shape != (n, *tail):
-                return None
-        return RawMasks(**{k: parts[k] for k in _LAYOUT})
+        return _raw_of(self._read(self.path(key)))
 
     def save(self, key: str, raw: RawMasks) -> Path | None:
         """Store an entry atomically; returns None if the disk refused."""
-        arrays: dict[str, np.ndarray] = {
-            k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()
-        }
-        return self._write(self.path(key), _npz_bytes(**arrays))
+        return self._write(self.path(key), _npz_bytes(**_arrays_of(raw)))
 
     def load_partial(
         self, key: str, n_prompts: int
@@ -159,8 +163,9 @@ class CandidateCache:
         each mask's global prompt index (see
         :class:`~napari_samboxes.engine.PromptPlan`), or None if absent,
         damaged, or not of a run with ``n_prompts`` prompts."""
-        raw = self._load_raw(self.partial_path(key))
-        rows = (self._read(self.partial_path(key)) or {}).get("prompt")
+        parts = self._read(self.partial_path(key))
+        raw = _raw_of(parts)
+        rows = None if parts is None else parts.get("prompt")
         if raw is None or rows is None or rows.dtype != np.int64:
             return None
         if rows.shape != (len(raw),) or (
@@ -171,10 +176,7 @@ class CandidateCache:
 
     def save_partial(self, key: str, raw: RawMasks, rows: np.ndarray) -> Path | None:
         """Store a run's finished batches (``rows``: each mask's prompt)."""
-        arrays: dict[str, np.ndarray] = {
-            k: np.asarray(getattr(raw, k), dtype=dt) for k, (dt, _) in _LAYOUT.items()
-        }
-        arrays["prompt"] = np.asarray(rows, dtype=np.int64)
+        arrays = {**_arrays_of(raw), "prompt": np.asarray(rows, dtype=np.int64)}
         return self._write(self.partial_path(key), _npz_bytes(**arrays))
 
     def drop_partial(self, key: str) -> None:

@@ -13,17 +13,40 @@ the UI thread when the last one on that device was quick.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..session import Change
+from ..cache import CandidateCache
+from ..pipeline import RunRequest
+from ..session import Change, Session
 from ..tighten import PROMPT_WITH_POINTS, Prompter, is_empty, tighten_boxes
+from .runs import CandidateRun, RunController
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .annotator import Annotator
+__all__ = ["INLINE_PROMPT_S", "PromptHost", "SamPrompts"]
 
-__all__ = ["INLINE_PROMPT_S", "SamPrompts"]
+
+class PromptHost(Protocol):
+    """What :class:`SamPrompts` needs of its owner (the
+    :class:`~.annotator.Annotator`): the shown image's session, run and
+    workers, and a way to show and apply what SAM answered."""
+
+    session: Session
+    request: RunRequest | None
+    run: CandidateRun | None
+    cache: CandidateCache
+    runs: RunController
+    closed: bool
+    say: Callable[[str], Any]
+    notify: Callable[..., Any]
+    #: The Qt signal every change of some image's boxes is emitted on.
+    changed: Any
+
+    def apply(self, change: Change) -> Change: ...  # noqa: D102
+
+    def add_with_mask(self, change: Change) -> Change: ...  # noqa: D102
+
+    def selected(self, source: Any = None) -> list[int]: ...  # noqa: D102
 
 #: A prompt runs on the UI thread when the last one on the device took less
 #: than this (seconds) and no encode is needed; else in a worker.
@@ -34,7 +57,7 @@ class SamPrompts:
     """SAM prompted for the shown image of ``annotator`` (see the module
     docstring); owned by its :class:`~.annotator.Annotator`."""
 
-    def __init__(self, annotator: Annotator) -> None:
+    def __init__(self, annotator: PromptHost) -> None:
         self.a = annotator
         self._last_prompt_s: dict[str, float] = {}
 
