@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import cli_cache, cli_measure, cli_stats, cli_tighten
 from .cli_datasets import (
     DATASET_COMMANDS,
     add_dataset_commands,
-    add_model_arguments,
     run_dataset_command,
 )
 from .settings import DEFAULTS, Settings, SettingsError
@@ -29,6 +29,10 @@ from .settings import DEFAULTS, Settings, SettingsError
 __all__ = ["main"]
 
 PROG = "napari-samboxes"
+
+#: Modules adding sub-commands: each has ``COMMANDS`` (their names),
+#: ``add_commands(sub)`` and ``run_command(args) -> exit code``.
+_MORE = (cli_tighten, cli_cache, cli_measure, cli_stats)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,9 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--scheduler", help="run on the Dask cluster at ADDRESS")
     add_dataset_commands(sub)
-    add_model_arguments(
-        sub.add_parser("tighten", help="snap a folder's boxes to SAM's candidates")
-    )
+    for more in _MORE:
+        more.add_commands(sub)
     f = sub.add_parser("fetch-weights", help="download the official mobile_sam.pt")
     f.add_argument("--dest", help="folder or .pt path (default: the user cache)")
     return p
@@ -243,28 +246,6 @@ def _propose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tighten(args: argparse.Namespace) -> int:
-    from .cache import CandidateCache
-    from .tighten import tighten_folder
-
-    settings = DEFAULTS.with_(points_per_side=args.points_per_side)
-    if not Path(args.folder).is_dir():
-        return _fail(f"error: {args.folder} is not a folder", 2)
-    results = tighten_folder(
-        args.folder,
-        args.checkpoint,
-        args.device,
-        settings,
-        CandidateCache(args.cache),
-        progress=lambda n, r: print(f"{n}: {r.message}"),
-    )
-    print(
-        f"{sum(r.moved for r in results.values())} box(es) moved in "
-        f"{len(results)} annotated image(s)"
-    )
-    return 0
-
-
 def _fetch(dest: str | None) -> int:
     from .model import fetch_weights
 
@@ -286,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             return _propose(args)
         if args.command in DATASET_COMMANDS:
             return run_dataset_command(args)
-        if args.command == "tighten":
-            return _tighten(args)
+        for more in _MORE:
+            if args.command in more.COMMANDS:
+                return int(more.run_command(args))
         return _fetch(args.dest)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

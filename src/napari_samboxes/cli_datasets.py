@@ -18,13 +18,13 @@ from typing import Any
 from .convert import FORMATS, LAYOUTS
 from .settings import DEFAULTS, SettingsError
 
-__all__ = ["DATASET_COMMANDS", "add_dataset_commands", "run_dataset_command"]
+__all__ = ["DATASET_COMMANDS", "fail", "add_dataset_commands", "run_dataset_command"]
 
 #: The sub-commands of this module.
 DATASET_COMMANDS = ("export", "import", "masks")
 
 
-def _fail(message: object, code: int = 1) -> int:
+def fail(message: object, code: int = 1) -> int:
     """Write one line (line breaks folded) to stderr; return ``code``."""
     text = " ".join(str(message).split())
     sys.stderr.write(f"napari-samboxes: {text}\n")
@@ -86,7 +86,7 @@ def _convert(args: argparse.Namespace) -> int:
         try:  # arguments first: one line, exit 2
             check_layout(args.format, args.layout, parse_split(args.split) is not None)
         except ValueError as e:
-            return _fail(f"error: {e}", 2)
+            return fail(f"error: {e}", 2)
     try:
         if args.command == "export":
             summary = export_dataset(
@@ -103,7 +103,7 @@ def _convert(args: argparse.Namespace) -> int:
                 args.src, args.format, args.folder, overwrite=args.overwrite
             )
     except (FormatError, BoxTableError, ValueError, OSError) as e:
-        return _fail(e)
+        return fail(e)
     print(summary)
     for m in summary.messages:
         print(m)
@@ -121,9 +121,9 @@ def _masks(args: argparse.Namespace) -> int:
     try:
         settings = DEFAULTS.with_(points_per_side=args.points_per_side)
     except SettingsError as e:
-        return _fail(f"error: {e}", 2)
+        return fail(f"error: {e}", 2)
     if not Path(args.folder).is_dir():
-        return _fail(f"error: {args.folder} is not a folder", 2)
+        return fail(f"error: {args.folder} is not a folder", 2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -136,7 +136,7 @@ def _masks(args: argparse.Namespace) -> int:
             progress=print,
         )
     except (CheckpointError, DeviceError, FormatError, BoxTableError, OSError) as e:
-        return _fail(e)
+        return fail(e)
     print(report)
     for m in report.messages:
         print(m)

@@ -48,6 +48,7 @@ class PromptHost(Protocol):
 
     def selected(self, source: Any = None) -> list[int]: ...  # noqa: D102
 
+
 #: A prompt runs on the UI thread when the last one on the device took less
 #: than this (seconds) and no encode is needed; else in a worker.
 INLINE_PROMPT_S = 0.05
