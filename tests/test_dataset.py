@@ -49,11 +49,21 @@ def test_images_natural_order_filters_and_any_size(tmp_path):
     write_image(tmp_path / ".hidden.png", 4, 4)
     (tmp_path / "sub").mkdir()
     write_image(tmp_path / "sub" / "a.png", 4, 4)
-    ds = Dataset(tmp_path)
+    ds = Dataset(tmp_path, recursive=False)
     assert [p.name for p in ds.images] == [
         "Img1.tiff",
         "img2.JPG",
         "img10.png",
+        "x.webp",
+        "y.bmp",
+        "z.gif",
+    ]
+    # subfolders are part of the folder by default, named by their path
+    assert Dataset(tmp_path).names == [
+        "Img1.tiff",
+        "img2.JPG",
+        "img10.png",
+        "sub/a.png",
         "x.webp",
         "y.bmp",
         "z.gif",

@@ -48,11 +48,18 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+#: Bytes of the file name kept in a temporary file's name.
+_TEMP_HEAD = 40
+
+
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     """A new, exclusive temporary file; the kernel applies the umask."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # a short name: ``.<start of name>.<random>.tmp`` stays far below the
+    # 255 bytes a file name may have, whatever the length of ``name``
+    head = name.encode("utf-8")[:_TEMP_HEAD].decode("utf-8", "ignore")
     while True:
-        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        tmp = folder / f".{head}.{secrets.token_hex(6)}.tmp"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # pragma: no cover - 48 random bits

@@ -37,12 +37,15 @@ ends with one file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +55,19 @@ from .formats.errors import FormatError
 from .formats.text import check_label, text_lines
 
 __all__ = [
+    "ANNOTATIONS",
+    "BOXES",
+    "BROKEN",
     "DONE_FILE",
+    "EMPTY",
+    "EXPORT_MARK",
+    "INDEX_FILE",
+    "ChangedOnDisk",
+    "Stamp",
     "IMAGE_SUFFIXES",
     "Dataset",
     "FormatError",
+    "count_entries",
     "file_keys",
     "image_header",
     "image_size",
@@ -84,25 +96,107 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     ) + ((0, name),)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """The image files of ``folder`` in natural order (not recursive)."""
-    found = [
-        Path(e.path)
-        for e in os.scandir(folder)
-        if not e.name.startswith(".")
-        and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-        and e.is_file()
-    ]
-    return sorted(found, key=lambda p: natural_key(p.name))
+#: The folder of the box tables; never searched for images.
+ANNOTATIONS = "annotations"
+#: A file marking a folder that ``export`` wrote; never searched for images.
+EXPORT_MARK = ".napari-samboxes-export"
+
+
+def list_images(
+    folder: str | Path, recursive: bool = True, problems: list[str] | None = None
+) -> list[Path]:
+    """The image files of ``folder`` (and its subfolders), in natural order.
+
+    Hidden files and folders, the top level ``annotations`` folder and
+    folders written by ``export`` (holding :data:`EXPORT_MARK`) are
+    skipped. A symbolic link that loops or leads nowhere, and a subfolder
+    that cannot be read, are skipped with one sentence in ``problems``; a
+    folder reached twice through links is searched once.
+
+    Parameters
+    ----------
+    folder : str or Path
+    recursive : bool
+        Search subfolders too (default); False: ``folder`` only.
+    problems : list of str, optional
+        Receives what was skipped and why.
+    """
+    root = Path(folder)
+    found: list[tuple[str, Path]] = []
+    seen: set[str] = set()
+    said = problems if problems is not None else []
+
+    def walk(path: str, rel: str) -> None:
+        real = os.path.realpath(path)
+        if real in seen:
+            said.append(f"{rel or '.'}: a link back to a folder already searched")
+            return
+        seen.add(real)
+        try:
+            entries = list(os.scandir(path))
+        except OSError as e:
+            if not rel:
+                raise
+            said.append(f"{rel}: cannot be read ({e.strerror or e}); skipped")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            name = rel + entry.name
+            try:
+                if entry.is_dir():
+                    top = rel or entry.name != ANNOTATIONS
+                    mark = os.path.lexists(os.path.join(entry.path, EXPORT_MARK))
+                    if recursive and top and not mark:
+                        walk(entry.path, name + "/")
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    if entry.is_file():
+                        found.append((name, Path(entry.path)))
+                    elif entry.is_symlink():
+                        said.append(f"{name}: a link to nothing; skipped")
+            except OSError as err:  # a link that loops
+                said.append(f"{name}: {err.strerror or err}; skipped")
+
+    walk(str(root), "")
+    found.sort(key=lambda t: natural_key(t[0]))
+    return [p for _, p in found]
+
+
+def count_entries(folder: str | Path, limit: int) -> int:
+    """How many entries ``folder`` and its subfolders hold, counted up to
+    ``limit`` only (the cost is bounded whatever the folder's size)."""
+    n = 0
+    todo = [str(folder)]
+    while todo and n < limit:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for entry in it:
+                    n += 1
+                    if n >= limit:
+                        break
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            todo.append(entry.path)
+                    except OSError:
+                        pass
+        except OSError:
+            continue
+    return min(n, limit)
+
+
+def _stem(name: str) -> str:
+    """``train/a`` for ``train/a.png``."""
+    return name[: len(name) - len(os.path.splitext(name)[1])]
 
 
 def file_keys(names: Iterable[str]) -> dict[str, str]:
     """Each file name's key: its stem, or the whole name where stems collide.
 
-    Keys are compared case-insensitively, so that they also stay apart on
+    Names may hold folders (``train/a.png``: key ``train/a``). Keys are
+    compared case-insensitively, so that they also stay apart on
     case-insensitive file systems.
     """
-    key = {n: Path(n).stem for n in names}
+    key = {n: _stem(n) for n in names}
     changed = True
     while changed:  # each pass only turns stems into names: it ends
         changed = False
@@ -256,6 +350,38 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return w, h
 
 
+#: The progress index in ``DIR/annotations`` (see :meth:`Dataset.table_states`).
+INDEX_FILE = ".samboxes-index.json"
+_INDEX_VERSION = 2
+#: Table states of :meth:`Dataset.table_states`.
+BOXES, EMPTY, BROKEN = "boxes", "empty", "broken"
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a box table file was when it was read: size and content hash
+    (``None`` fields: there was no file)."""
+
+    size: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, path: str | Path | None) -> Stamp:
+        """The stamp of the file at ``path`` now (no file: the empty stamp)."""
+        if path is None:
+            return cls()
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            return cls()
+        return cls(len(data), hashlib.sha256(data).hexdigest())
+
+
+class ChangedOnDisk(RuntimeError):
+    """A box table changed on disk since it was read (see
+    :meth:`Dataset.save_boxes`)."""
+
+
 class Dataset:
     """A folder of images with one box table per image and a class list.
 
@@ -264,33 +390,46 @@ class Dataset:
     folder : str or Path
         The image folder. Its image list is read now; call :meth:`refresh`
         after files are added or removed.
+    recursive : bool
+        Images in subfolders too (default), named by their path in the
+        folder (``train/a.png``, key ``train/a``, table
+        ``annotations/train/a.csv``).
 
     Attributes
     ----------
     folder : Path
     images : list of Path
         Image files in natural order.
+    listing_problems : list of str
+        Links and subfolders skipped when listing, one sentence each.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, recursive: bool = True) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder}: not a folder")
+        self.recursive = recursive
         self.images: list[Path] = []
+        self.listing_problems: list[str] = []
         self.refresh()
 
     @property
     def annotations_dir(self) -> Path:
         """``DIR/annotations``."""
-        return self.folder / "annotations"
+        return self.folder / ANNOTATIONS
 
     @property
     def done_path(self) -> Path:
         """``DIR/annotations/done.json``: the images marked done."""
         return self.annotations_dir / DONE_FILE
 
+    @property
+    def index_path(self) -> Path:
+        """``DIR/annotations/.samboxes-index.json``: the progress index."""
+        return self.annotations_dir / INDEX_FILE
+
     def done_names(self) -> set[str]:
-        """File names of the images marked done (those still in the folder).
+        """Names of the images marked done (those still in the folder).
 
         Raises
         ------
@@ -309,12 +448,13 @@ class Dataset:
         Merges with ``done.json`` as it is on disk now (atomic write).
         """
         name = self.name(image)
-        flags = read_done(self.done_path)
-        if (name in flags) == done:
-            return False
-        flags = flags | {name} if done else flags - {name}
-        self.annotations_dir.mkdir(exist_ok=True)
-        write_done(self.done_path, flags)
+        with self.lock():
+            flags = read_done(self.done_path)
+            if (name in flags) == done:
+                return False
+            flags = flags | {name} if done else flags - {name}
+            self.annotations_dir.mkdir(exist_ok=True)
+            write_done(self.done_path, flags)
         return True
 
     @property
@@ -324,23 +464,47 @@ class Dataset:
 
     def refresh(self) -> None:
         """Read the folder's image list again."""
-        self.images = list_images(self.folder)
-        names = [p.name for p in self.images]
+        problems: list[str] = []
+        self.images = list_images(self.folder, self.recursive, problems)
+        self.listing_problems = problems
+        prefix = len(str(self.folder)) + 1
+        names = [str(p)[prefix:].replace(os.sep, "/") for p in self.images]
+        self._names = names
         self._index = {n: i for i, n in enumerate(names)}
+        self._paths = {str(p): n for p, n in zip(self.images, names, strict=True)}
         self._keys = file_keys(names)
         self._canonical = {k + ".csv" for k in self._keys.values()}
         self._by_other: dict[str, list[str]] = defaultdict(list)
         for n in names:
             self._by_other[self._other(n)].append(n)
 
+    @property
+    def names(self) -> list[str]:
+        """The images' names (paths in the folder, ``/``-separated), in the
+        order of :attr:`images`."""
+        return self._names
+
     def name(self, image: ImageRef) -> str:
-        """The file name of an image given by index, name or path."""
+        """The name (path in the folder) of an image given by index, name
+        or path."""
         if isinstance(image, int):
-            return self.images[image].name
-        name = Path(image).name
-        if name not in self._index:
-            raise KeyError(f"{name} is not an image of {self.folder}")
-        return name
+            return self._names[image]
+        text = str(image)
+        if text in self._index:
+            return text
+        found = self._paths.get(text)
+        if found is not None:
+            return found
+        p = Path(image)
+        try:
+            rel = p.relative_to(self.folder).as_posix()
+        except ValueError:
+            rel = p.as_posix()
+        if rel in self._index:
+            return rel
+        if p.name in self._index:
+            return p.name
+        raise KeyError(f"{text} is not an image of {self.folder}")
 
     def index(self, image: ImageRef) -> int:
         """Position of an image in :attr:`images`."""
@@ -352,7 +516,7 @@ class Dataset:
 
     def _other(self, name: str) -> str:
         """The annotation file under the name the key does not use."""
-        stem = Path(name).stem
+        stem = _stem(name)
         return (name if self._keys[name] == stem else stem) + ".csv"
 
     def annotation_path(self, image: ImageRef) -> Path:
@@ -360,19 +524,44 @@ class Dataset:
         return self.annotations_dir / (self.key(image) + ".csv")
 
     def _existing(self) -> set[str]:
-        try:
-            return set(os.listdir(self.annotations_dir))
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
+        """The files under ``annotations`` (paths in it, ``/``-separated)."""
+        return set(self._table_stats())
 
-    def _claimants(self, other: str, existing: set[str]) -> list[str]:
+    def _table_stats(self) -> dict[str, tuple[int, int]]:
+        """``{path in annotations: (mtime_ns, size)}`` of its files."""
+        out: dict[str, tuple[int, int]] = {}
+
+        def walk(path: str, rel: str) -> None:
+            try:
+                entries = list(os.scandir(path))
+            except OSError:
+                return
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        walk(e.path, rel + e.name + "/")
+                    else:
+                        st = e.stat()
+                        out[rel + e.name] = (st.st_mtime_ns, st.st_size)
+                except OSError:  # a link that loops or leads nowhere
+                    out[rel + e.name] = (0, -1)
+
+        walk(str(self.annotations_dir), "")
+        return out
+
+    def _on_disk(self, rel: str) -> bool:
+        return os.path.lexists(self.annotations_dir / rel)
+
+    def _claimants(self, other: str, exists: Callable[[str], bool]) -> list[str]:
         """Images that may own the file ``other``: those without their own."""
         if other in self._canonical:
             return []  # it is some image's own file
         return [
             n
             for n in self._by_other.get(other, [])
-            if self._keys[n] + ".csv" not in existing
+            if not exists(self._keys[n] + ".csv")
         ]
 
     def _owner(self, other: str, claimants: list[str]) -> str | None:
@@ -380,73 +569,129 @@ class Dataset:
             return claimants[0]
         try:  # the file was written before the images added after it
             t = (self.annotations_dir / other).stat().st_mtime_ns
-            older = [n for n in claimants if (self.folder / n).stat().st_mtime_ns <= t]
+            older = [
+                n
+                for n in claimants
+                if self.images[self._index[n]].stat().st_mtime_ns <= t
+            ]
         except OSError:  # a file went away meanwhile
             return None
         return older[0] if len(older) == 1 else None
 
-    def _find(self, name: str, existing: set[str]) -> Path | None:
+    def _find_rel(self, name: str, exists: Callable[[str], bool]) -> str | None:
         own, other = self._keys[name] + ".csv", self._other(name)
-        if own in existing:
-            return self.annotations_dir / own
-        claimants = self._claimants(other, existing) if other in existing else []
+        if exists(own):
+            return own
+        if not exists(other):
+            return None
+        claimants = self._claimants(other, exists)
         if name in claimants and self._owner(other, claimants) == name:
-            return self.annotations_dir / other
+            return other
         return None
+
+    def _find(
+        self, name: str, exists: Callable[[str], bool] | None = None
+    ) -> Path | None:
+        rel = self._find_rel(name, exists or self._on_disk)
+        return None if rel is None else self.annotations_dir / rel
 
     def find_annotation(self, image: ImageRef) -> Path | None:
         """The file that holds the image's boxes now, if any.
 
         That is :meth:`annotation_path`, or the file under the image's other
-        name (see the module docstring).
+        name (see the module docstring). Only these files are looked at: the
+        cost does not grow with the folder.
         """
-        return self._find(self.name(image), self._existing())
+        return self._find(self.name(image))
 
     def problems(self) -> list[str]:
-        """Annotation files that no single image owns, one sentence each."""
+        """Annotation files that no single image owns, and what listing the
+        folder skipped, one sentence each."""
         existing = self._existing()
-        out = []
+        out = list(self.listing_problems)
         for other in sorted(self._by_other.keys() & existing):
-            names = self._claimants(other, existing)
+            names = self._claimants(other, existing.__contains__)
             if len(names) > 1 and self._owner(other, names) is None:
                 out.append(
                     f"{self.annotations_dir / other} may belong to "
                     f"{' or '.join(names)}: rename it to "
-                    f"{' or '.join(n + '.csv' for n in names)}"
+                    f"{' or '.join(self._keys[n] + '.csv' for n in names)}"
                 )
         return out
 
-    def _annotated(self, name: str, existing: set[str]) -> bool:
-        path = self._find(name, existing)
-        if path is None:
-            return False
+    @staticmethod
+    def table_info(path: str | Path) -> tuple[str, list[str]]:
+        """``(state, labels)`` of a table file: the state is :data:`BOXES`,
+        :data:`EMPTY` or :data:`BROKEN` (not readable as a box table)."""
         try:
-            with open(path, encoding="utf-8-sig") as f:
-                next(f, None)  # header
-                return any(line.strip() for line in f)
-        except (OSError, UnicodeDecodeError):
-            return True  # a file is there: do not offer the image as new
+            table = read_box_table(path)
+        except (OSError, ValueError):
+            return BROKEN, []
+        return (BOXES if len(table) else EMPTY), merge_classes(table.labels)
+
+    @classmethod
+    def table_state(cls, path: str | Path) -> str:
+        """:data:`BOXES`, :data:`EMPTY` or :data:`BROKEN` for a table file."""
+        return cls.table_info(path)[0]
+
+    def table_index(self) -> dict[str, tuple[str, list[str]]]:
+        """Each image's table ``(state, labels)`` (no table: left out).
+
+        Reads only the tables changed since the last call: states and labels
+        are kept in :attr:`index_path` with each table's size and
+        modification time, and that index is rewritten (atomically, best
+        effort) when it changed. The cost is one ``stat`` per table plus the
+        tables that changed; safe to call from a worker thread.
+        """
+        stats = self._table_stats()
+        try:
+            doc = json.loads(self.index_path.read_text(encoding="utf-8"))
+            old = doc["tables"] if doc.get("version") == _INDEX_VERSION else {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            old = {}
+        old = old if isinstance(old, dict) else {}
+        new: dict[str, list[Any]] = {}
+        out: dict[str, tuple[str, list[str]]] = {}
+        for name in self._names:
+            rel = self._find_rel(name, stats.__contains__)
+            if rel is None:
+                continue
+            mtime, size = stats[rel]
+            hit = old.get(rel)
+            if isinstance(hit, list) and len(hit) == 4 and hit[:2] == [mtime, size]:
+                info = (str(hit[2]), [str(x) for x in hit[3]])
+            else:
+                info = self.table_info(self.annotations_dir / rel)
+            new[rel] = [mtime, size, info[0], info[1]]
+            out[name] = info
+        if new != old and stats:
+            doc = {"version": _INDEX_VERSION, "tables": new}
+            try:
+                atomic_write_text(self.index_path, json.dumps(doc, ensure_ascii=False))
+            except OSError:
+                pass  # a read-only folder: counted again next time
+        return out
+
+    def table_states(self) -> dict[str, str]:
+        """Each image's table state (see :meth:`table_index`)."""
+        return {n: state for n, (state, _) in self.table_index().items()}
 
     def is_annotated(self, image: ImageRef) -> bool:
         """Whether the image has a box table with at least one box."""
-        return self._annotated(self.name(image), self._existing())
+        path = self.find_annotation(image)
+        return path is not None and self.table_state(path) == BOXES
 
     def has_boxes_or_done(self, image: ImageRef) -> bool:
         """Whether the image has boxes or is marked done (it counts as
         annotated in the progress)."""
-        name = self.name(image)
-        return name in read_done(self.done_path) or self._annotated(
-            name, self._existing()
-        )
+        return self.name(image) in read_done(self.done_path) or self.is_annotated(image)
 
     def annotated_names(self) -> set[str]:
-        """Names of the images with boxes or marked done (one pass)."""
-        existing, done = self._existing(), read_done(self.done_path)
-        return {
-            p.name
-            for p in self.images
-            if p.name in done or self._annotated(p.name, existing)
-        }
+        """Names of the images with boxes or marked done (a broken table is
+        not annotated)."""
+        done = read_done(self.done_path)
+        states = self.table_states()
+        return {n for n in self._names if n in done or states.get(n) == BOXES}
 
     def progress(self) -> tuple[int, int]:
         """``(annotated images, images)``; done images count as annotated."""
@@ -458,47 +703,102 @@ class Dataset:
         The search wraps around and ends with ``after_index`` itself; None
         when every image has boxes.
         """
+        annotated = self.annotated_names()
         n = len(self.images)
-        existing, done = self._existing(), read_done(self.done_path)
         for step in range(1, n + 1):
             i = (after_index + step) % n
-            name = self.images[i].name
-            if name not in done and not self._annotated(name, existing):
+            if self._names[i] not in annotated:
                 return i
         return None
 
     def load_boxes(self, image: ImageRef) -> BoxTable:
         """The image's box table; an empty table when it has none."""
-        path = self.find_annotation(image)
-        return BoxTable() if path is None else read_box_table(path)
+        return self.load_boxes_stamped(image)[0]
 
-    def save_boxes(self, image: ImageRef, table: BoxTable) -> Path:
+    def load_boxes_stamped(self, image: ImageRef) -> tuple[BoxTable, Stamp]:
+        """The image's box table and the :class:`Stamp` of its file as read
+        (the table is parsed from the bytes that were hashed)."""
+        path = self.find_annotation(image)
+        if path is None:
+            return BoxTable(), Stamp()
+        for _ in range(3):  # the same bytes before and after parsing
+            data = path.read_bytes()
+            table = read_box_table(path)
+            if path.read_bytes() == data:
+                break
+        return table, Stamp(len(data), hashlib.sha256(data).hexdigest())
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """An advisory lock of the folder's annotations (``fcntl.flock`` on
+        the ``annotations`` folder itself, so no lock file is left; none
+        where the platform or file system has none).
+
+        Processes of this plugin hold it while they check and write a file,
+        so two of them never interleave a check and a write.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        try:
+            self.annotations_dir.mkdir(exist_ok=True)
+            fd = os.open(self.annotations_dir, os.O_RDONLY)
+        except OSError:  # a read-only folder: nothing can be written anyway
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without locks
+                pass
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def save_boxes(
+        self, image: ImageRef, table: BoxTable, expect: Stamp | None = None
+    ) -> Path:
         """Write the image's box table atomically to :meth:`annotation_path`.
 
         The image's file under its other name, if any, is then removed. A
         symbolic link leading out of the folder is refused
         (:class:`~napari_samboxes.atomic.OutsideError`), nothing written.
+
+        Parameters
+        ----------
+        expect : Stamp, optional
+            The stamp of the file as it was read. When the file is no longer
+            that, nothing is written and :class:`ChangedOnDisk` is raised
+            (under :meth:`lock`, so the check and the write are one step for
+            processes of this plugin).
         """
         name = self.name(image)
-        before = self._find(name, self._existing())
-        self.annotations_dir.mkdir(exist_ok=True)
-        path = write_box_table(self.annotation_path(name), table, within=self.folder)
-        if before is not None and before != path:
-            before.unlink(missing_ok=True)
+        with self.lock():
+            before = self._find(name)
+            if expect is not None and Stamp.of(before) != expect:
+                raise ChangedOnDisk(
+                    f"{before or self.annotation_path(name)} changed on disk"
+                )
+            path = self.annotation_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path = write_box_table(path, table, within=self.folder)
+            if before is not None and before != path:
+                before.unlink(missing_ok=True)
         return path
 
-    def classes(self) -> list[str]:
+    def classes(
+        self, index: dict[str, tuple[str, list[str]]] | None = None
+    ) -> list[str]:
         """``classes.txt``'s names, then new labels of the box tables.
 
-        New labels come in image order, then row order.
+        New labels come in image order, then row order. ``index`` (from
+        :meth:`table_index`) saves reading the tables again.
         """
         listed = read_classes(self.classes_path) if self.classes_path.is_file() else []
-        existing = self._existing()
-        found: list[str] = []
-        for p in self.images:
-            path = self._find(p.name, existing)
-            if path is not None:
-                found.extend(read_box_table(path).labels)
+        index = self.table_index() if index is None else index
+        found = [x for n in self._names if n in index for x in index[n][1]]
         return merge_classes(listed, found)
 
     def write_classes(self, names: Iterable[str]) -> Path:

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .convert import ConvertSummary, check_format, check_layout
-from .dataset import Dataset, image_header
+from .dataset import EXPORT_MARK, Dataset, image_header
 from .formats.boxtable import BoxTable, read_box_table
 from .formats.coco import CocoImage, format_coco
 from .formats.columns import MASK_COLUMN, PROMPT_COLUMN, cell
@@ -58,6 +59,8 @@ class _Item:
     size: tuple[int, int, int]
     table: BoxTable
     subset: str = "train"
+    #: The image's path in the folder (``train/a.png``).
+    name: str = ""
 
     @property
     def stem_name(self) -> str:
@@ -152,7 +155,8 @@ def _read(ds: Dataset, fmt: str, summary: ConvertSummary) -> list[_Item]:
     items: list[_Item] = []
     for image in ds.images:
         path = ds.find_annotation(image)
-        if path is None and image.name not in done:
+        name = ds.name(image)
+        if path is None and name not in done:
             summary.skipped += 1
             continue
         found = read_box_table(path) if path is not None else BoxTable()
@@ -167,7 +171,7 @@ def _read(ds: Dataset, fmt: str, summary: ConvertSummary) -> list[_Item]:
             summary.messages.append(f"{e}; not exported")
             continue
         table = _for_export(found, size[0], size[1], notes)
-        items.append(_Item(image, ds.key(image), size, table))
+        items.append(_Item(image, ds.key(image), size, table, name=name))
     if summary.skipped:
         summary.messages.append(
             f"{summary.skipped} images have no annotation file yet and are not "
@@ -246,12 +250,12 @@ def _coco(
     files = []
     for it in items:
         t = it.table
-        im = CocoImage(it.image.name, it.size[0], it.size[1], t)
-        im.id = ids.image_id(it.image.name)
-        im.ann_ids = list(ids.annotation_ids(it.image.name, t.labels, t.boxes))
+        im = CocoImage(it.name, it.size[0], it.size[1], t)
+        im.id = ids.image_id(it.name)
+        im.ann_ids = list(ids.annotation_ids(it.name, t.labels, t.boxes))
         by_subset.setdefault(it.subset, []).append(im)
         if layout == "subsets":
-            dst = out / "images" / it.subset / it.image.name
+            dst = out / "images" / it.subset / it.name
             files.append(OutFile(dst, image=it.image))
     if layout == "flat":
         text = format_coco(by_subset.get("train", []), classes, cats)
@@ -274,7 +278,7 @@ def _stale(items: list[_Item], fmt: str, layout: str, out: Path) -> list[Path]:
                 paths += [out / "labels" / s / f"{it.key}.txt"]
                 paths += [out / "images" / s / it.stem_name]
             elif layout == "subsets":
-                paths += [out / "images" / s / it.image.name]
+                paths += [out / "images" / s / it.name]
     return paths
 
 
@@ -287,8 +291,12 @@ def export_dataset(
     seed: int = 0,
     layout: str | None = None,
     copy_images: bool = False,
+    recursive: bool = True,
 ) -> ConvertSummary:
     """Write the folder's annotations to ``out`` (see the module docstring).
+
+    ``out`` gets a marker file (:data:`~napari_samboxes.dataset.EXPORT_MARK`),
+    so that an export inside the folder is never taken for its images.
 
     Parameters
     ----------
@@ -307,6 +315,9 @@ def export_dataset(
         ``flat`` or ``devkit`` (VOC), ``flat`` or ``subsets`` (COCO).
     copy_images : bool
         Copy images into ``out`` rather than link them.
+    recursive : bool
+        Images in subfolders too (default); their files keep the path
+        (``train/a.png`` -> ``labels/<subset>/train/a.txt``).
 
     Raises
     ------
@@ -320,14 +331,14 @@ def export_dataset(
     fmt = check_format(fmt)
     fractions = parse_split(split)
     layout = check_layout(fmt, layout, fractions is not None)
-    ds = Dataset(folder)
+    ds = Dataset(folder, recursive=recursive)
     out = Path(out)
     summary = ConvertSummary()
     classes = _classes(ds)
     items = _read(ds, fmt, summary)
-    subsets = assign_subsets([it.image.name for it in items], fractions, seed)
+    subsets = assign_subsets([it.name for it in items], fractions, seed)
     for it in items:
-        it.subset = subsets[it.image.name]
+        it.subset = subsets[it.name]
     ids = IdMap.load(ds.annotations_dir / ID_FILE) if fmt == "coco" else IdMap()
     if fmt.startswith("yolo"):
         files = _yolo(items, fmt, classes, out)
@@ -336,6 +347,7 @@ def export_dataset(
     else:
         files = _coco(items, layout, classes, out, ids)
     fallbacks = write_all(files, out, copy_images)
+    atomic_write_text(out / EXPORT_MARK, "exported by napari-samboxes\n")
     remove_stale(_stale(items, fmt, layout, out), out)
     if fallbacks:
         summary.messages.append(f"{fallbacks} images copied: no links here")

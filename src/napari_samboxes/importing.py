@@ -50,11 +50,18 @@ class _Matcher:
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
-        self.by_name = {p.name: p.name for p in ds.images}
-        self.by_key = {ds.key(p): p.name for p in ds.images}
+        names = ds.names  # paths in the folder: train/a.png
+        self.by_name = {n: n for n in names}
+        base: dict[str, list[str]] = {}
+        for n in names:
+            base.setdefault(PurePosixPath(n).name, []).append(n)
+        for b, found in base.items():  # a file name alone, where unique
+            if len(found) == 1:
+                self.by_name.setdefault(b, found[0])
+        self.by_key = {ds.key(n): n for n in names}
         self.by_stem: dict[str, list[str]] = {}
-        for p in ds.images:
-            self.by_stem.setdefault(p.stem.casefold(), []).append(p.name)
+        for n in names:
+            self.by_stem.setdefault(PurePosixPath(n).stem.casefold(), []).append(n)
 
     def find(
         self, names: Iterable[str], source: str | Path, summary: ConvertSummary
@@ -251,7 +258,12 @@ def _plan(
 
 
 def import_dataset(
-    src: str | Path, fmt: str, folder: str | Path, *, overwrite: bool = False
+    src: str | Path,
+    fmt: str,
+    folder: str | Path,
+    *,
+    overwrite: bool = False,
+    recursive: bool = True,
 ) -> ConvertSummary:
     """Turn ``fmt`` annotations in ``src`` into the folder's box tables.
 
@@ -277,7 +289,7 @@ def import_dataset(
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    ds = Dataset(folder)
+    ds = Dataset(folder, recursive=recursive)
     summary = ConvertSummary()
     found, classes, category_ids = _READERS[low](src, ds, _Matcher(ds), summary)
     listed = read_classes(ds.classes_path) if ds.classes_path.is_file() else None

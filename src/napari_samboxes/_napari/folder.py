@@ -149,9 +149,13 @@ class FolderController:
         say: Callable[[str], Any],
         notify: Callable[..., Any],
         on_progress: Callable[[str], Any],
+        session: FolderSession | None = None,
+        recursive: bool = True,
     ) -> None:
         self.viewer = viewer
-        self.session = FolderSession(folder)
+        self.session = (
+            session if session is not None else FolderSession(folder, recursive)
+        )
         self.annotator = annotator
         self.runs = runs
         self.request_for = request_for
@@ -178,14 +182,45 @@ class FolderController:
         self.closed = False
         #: Called once when the folder is closed (by its panel or another).
         self.on_closed: Callable[[], Any] | None = None
+        #: Called when the progress has been counted (a large folder).
+        self.on_counted: Callable[[], Any] | None = None
         self._move = 0
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.flush)
         annotator.changed.connect(self._on_change)
         annotator.run_finished.connect(self._on_run_finished)
-        for problem in self.session.problems:
-            notify(problem, "warning")
+        self._said_problems = 0
+        self._say_problems()
+        #: The direction of the last step (+1, -1; 0 for a jump): an image
+        #: that cannot be shown is stepped past in that direction.
+        self._direction = 0
+        #: Images found unshowable in this folder (skipped by Next unannotated).
+        self._unshowable: set[int] = set()
+        if not self.session.counted:
+            self.runs.submit(
+                "count",
+                self.session.count,
+                on_return=self._counted,
+                on_error=lambda e: self.notify(f"could not count the progress: {e}"),
+            )
+
+    def _say_problems(self) -> None:
+        problems = self.session.problems[self._said_problems :]
+        self._said_problems = len(self.session.problems)
+        for problem in problems[:5]:
+            self.notify(problem, "warning")
+        if len(problems) > 5:
+            self.notify(f"... and {len(problems) - 5} more problems", "warning")
+
+    def _counted(self, counts: Any) -> None:
+        if self.closed:
+            return
+        self.session.set_counts(counts)
+        self._say_problems()
+        self.update_progress()
+        if self.on_counted is not None:
+            self.on_counted()
 
     @property
     def index(self) -> int:
@@ -193,23 +228,37 @@ class FolderController:
         return self.session.index
 
     # -- moving ------------------------------------------------------------------
-    def show(self, index: int) -> None:
-        """Move to image ``index`` (clipped): shown once its file is read."""
+    def show(self, index: int, direction: int = 0) -> None:
+        """Move to image ``index`` (clipped): shown once its file is read.
+
+        An image that cannot be shown (a broken table, an unreadable file)
+        is said and, when moving by a step (``direction`` +1 or -1), stepped
+        past in that direction.
+        """
         s = self.session
         index = s.clip(index)
+        self._direction = direction
         self.flush()
         key = s.key(index)
+        known = self.annotator.session.knows(key)
         try:  # a broken table refuses the move before anything changes
-            seed = None if self.annotator.session.knows(key) else s.read_boxes(index)
+            other = key != self.annotator.session.image_key
+            if known and other and s.changed_on_disk(index):
+                self.annotator.session.forget([key])
+                known = False
+                self.say(f"{s.image_name(index)}: changed on disk; read again")
+            seed = None if known else s.read_boxes(index)
         except (OSError, ValueError) as e:
-            self.notify(f"{s.images[index].name}: not shown: {e}", "error")
+            self.notify(f"{s.image_name(index)}: not shown: {e}", "error")
+            self.update_progress()
+            self._step_past(index)
             return
         self.target = index
         self._move += 1  # deferred steps of earlier moves see it and stop
         move = self._move
         self.runs.stop("lookahead")
         self.annotator.stop_run("another image is shown", quiet=True)
-        self.say(f"opening {s.images[index].name}...")
+        self.say(f"opening {s.image_name(index)}...")
         if self.image is None or self.image not in self.viewer.layers:
             QTimer.singleShot(0, self._prepare)  # while the worker reads
         self.runs.submit(
@@ -226,7 +275,28 @@ class FolderController:
         if nxt == self.target and self.index == self.target:
             which = "last" if delta > 0 else "first"
             return self.say(f"this is the {which} image of the folder")
-        self.show(nxt)
+        self.show(nxt, 1 if delta > 0 else -1)
+
+    def _step_past(self, index: int) -> bool:
+        """After image ``index`` could not be shown: the next one in the
+        direction of the step (2: the next unannotated one), if any, on a
+        later pass of the event loop; False when there is none."""
+        d, s = self._direction, self.session
+        self._unshowable.add(index)
+        if d == 2:
+            nxt: int | None = index
+            while nxt is not None and nxt in self._unshowable:
+                after = nxt
+                nxt = s.next_unannotated(after)
+                if nxt == index:
+                    nxt = None
+        else:
+            nxt = index + d
+        if d == 0 or nxt is None or not 0 <= nxt < len(s):
+            return False
+        self.say(f"{s.image_name(index)} cannot be shown; going on")
+        QTimer.singleShot(0, lambda: None if self.closed else self.show(nxt, d))
+        return True
 
     def next_unannotated(self) -> None:
         """Go to the next image with no boxes that is not done."""
@@ -235,7 +305,7 @@ class FolderController:
         if nxt is None:
             self.notify("every image of the folder has boxes or is done.")
         else:
-            self.show(nxt)
+            self.show(nxt, 2)  # 2: past a broken one to the next unannotated
 
     def _current(self, move: int) -> bool:
         return move == self._move and not self.closed
@@ -243,9 +313,12 @@ class FolderController:
     def _not_read(self, move: int, exc: BaseException) -> None:
         if not self._current(move):
             return
-        name = self.session.images[self.target].name
+        failed = self.target
+        name = self.session.image_name(failed)
         self.notify(f"{name}: not shown: {exc}", "error")
         self.target = max(self.index, 0)
+        if self._direction and self._step_past(failed):
+            return
         s = self.session
         if s.index >= 0 and self.image is not None:  # its run was stopped
             self._move += 1
@@ -391,7 +464,7 @@ class FolderController:
             self.flush()
             s.set_done(s.index, flag)
         except (OSError, ValueError) as e:
-            self.notify(f"could not mark {s.images[s.index].name} done: {e}", "error")
+            self.notify(f"could not mark {s.image_name(s.index)} done: {e}", "error")
             return not flag
         self.update_progress()
         return flag
@@ -410,8 +483,16 @@ class FolderController:
             pass
         if not self.session.pending:
             return
-        for message in self.session.flush():
+        s = self.session
+        for message in s.flush():
             self.notify(message, "error")
+        for note in s.take_notes():
+            self.notify(note, "warning")
+        reloaded, s.reloaded = s.reloaded, {}
+        a = self.annotator
+        for key, boxes in reloaded.items():  # merged with a changed file
+            if a.session.knows(key) and not self.closed:
+                a.apply(a.session.replace_all(boxes, "", key=key))
         self.update_progress()
 
     # -- look-ahead --------------------------------------------------------------------

@@ -56,7 +56,7 @@ from ..session import Session
 __all__ = ["SHUTDOWN_WAIT_MS", "SLOTS", "CandidateRun", "Job", "RunController"]
 
 #: The kinds of work a panel runs, at most one job of each at a time.
-SLOTS = ("run", "lookahead", "prompt", "masks", "download")
+SLOTS = ("run", "lookahead", "prompt", "masks", "download", "open", "count")
 #: How long closing a panel waits for its stopped workers (ms).
 SHUTDOWN_WAIT_MS = 2000
 #: Slots whose jobs never run at the same time as another slot's: the

@@ -18,6 +18,7 @@ def open_view(
     viewer: Any = None,
     settings: dict[str, Any] | None = None,
     checkpoint: str | None = None,
+    recursive: bool = True,
 ) -> tuple[Any, Any]:
     """A viewer showing ``target``, with the SAM boxes widget docked.
 
@@ -26,7 +27,8 @@ def open_view(
     (the sample photo). ``settings`` (run settings by
     :data:`~napari_samboxes.remember.FIELDS` name) are set before the first
     run, over what was remembered, and remembered (for a folder in its
-    file; for an image in the user's); ``checkpoint`` is this session's.
+    file; for an image in the user's); ``checkpoint`` is this session's;
+    ``recursive`` False leaves a folder's subfolders out.
     The view is fitted to the image after docking. Returns ``(viewer,
     widget)``; raises what opening the file raised.
     """
@@ -41,6 +43,7 @@ def open_view(
     elif p.is_file():
         viewer.open(str(p), plugin=PLUGIN if is_box_table(p) else None)
     widget = SamBoxesWidget(viewer)
+    widget.recursive = recursive
     if checkpoint:
         widget.checkpoint.value = str(checkpoint)
     if settings:

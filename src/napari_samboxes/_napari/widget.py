@@ -15,6 +15,7 @@ Each control's callback is one line that calls one of them.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 
 from ..cache import CandidateCache
 from ..classes import ClassList
+from ..dataset import count_entries
+from ..folder import FolderSession
 from ..model import find_checkpoint
 from ..pipeline import RunRequest
 from ..remember import (
@@ -51,6 +54,9 @@ __all__ = ["SamBoxesWidget"]
 
 #: The start of every notification of the plugin.
 _PREFIX = "SAM boxes:"
+#: A folder holding this many entries or more (files and subfolders, counted
+#: up to it) is listed and counted in workers, never on the UI thread.
+SYNC_OPEN_LIMIT = 2000
 _FOLDER_BUTTONS = ("prev_image", "next_image", "next_unannotated", "mark_done")
 _NO_CHECKPOINT = (
     "No checkpoint: choose mobile_sam.pt, or press 'Download weights' (39 MB)."
@@ -99,6 +105,9 @@ class SamBoxesWidget(Container):
         )
         self.folder_mode: FolderController | None = None
         self._closed = False
+        #: Folder mode searches subfolders too (``view DIR --no-recursive``).
+        self.recursive = True
+        self._opening = 0
         #: Keys of boxes a closed folder mode could not write.
         self._unsaved: set[str] = set()
         self._said = ""
@@ -559,6 +568,29 @@ class SamBoxesWidget(Container):
     def _open_folder(self, path: Path, start: int) -> None:
         if not path.is_dir():
             return self.notify(f"{path} is not a folder.", "error")
+        self._opening += 1
+        if count_entries(path, SYNC_OPEN_LIMIT) < SYNC_OPEN_LIMIT:
+            try:
+                session = FolderSession(path, self.recursive)
+            except (OSError, ValueError) as e:
+                return self.notify(str(e), "error")
+            return self._open_session(path, start, session)
+        # a large folder is listed in a worker; its progress is counted
+        # in another once its first image is on the way
+        self.say(f"listing {path}...")
+        ticket = self._opening
+        self.runs.submit(
+            "open",
+            partial(FolderSession, path, self.recursive, count=False),
+            on_return=lambda session: self._listed(ticket, path, start, session),
+            on_error=lambda e: self.notify(f"{path}: cannot be opened: {e}", "error"),
+        )
+
+    def _listed(self, ticket: int, path: Path, start: int, session: Any) -> None:
+        if ticket == self._opening and not self._closed:
+            self._open_session(path, start, session)
+
+    def _open_session(self, path: Path, start: int, session: FolderSession) -> None:
         old = self.folder_mode
         reuse = None
         if old is not None:  # the next folder is shown in the same layers
@@ -575,6 +607,7 @@ class SamBoxesWidget(Container):
                 self.say,
                 self.notify,
                 self._show_progress,
+                session=session,
             )
         except (OSError, ValueError) as e:
             if reuse is not None:  # free for a later panel or folder
@@ -588,6 +621,7 @@ class SamBoxesWidget(Container):
         self.apply_run_settings({**stored, **self._pinned}, remember=False)
         self._store_run_settings(list(self._pinned))  # the command line's
         fm.on_closed = lambda: self._folder_closed(fm)
+        fm.on_counted = lambda: self._folder_counted(fm)
         fm.take_over(reuse)
         # the files are the truth again, but for boxes a closed folder mode
         # could not write (kept, and saved with the next change)
@@ -608,6 +642,12 @@ class SamBoxesWidget(Container):
         # on the next pass of the event loop: opening and showing never
         # add up to one stall
         QTimer.singleShot(0, lambda: None if fm.closed else fm.show(start))
+
+    def _folder_counted(self, fm: FolderController) -> None:
+        """A large folder's progress is counted: its tables' labels join the
+        class list."""
+        if self.folder_mode is fm and self.classes.add(fm.session.classes.names):
+            self.box_label.set_classes(self.classes.names)
 
     def _folder_closed(self, fm: FolderController) -> None:
         self._unsaved |= fm.session.unsaved_keys()
