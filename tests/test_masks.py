@@ -141,6 +141,8 @@ def test_masks_command_fills_a_folder_from_the_cache(
     table = read_box_table(d / "annotations" / "synthetic.csv")
     want = fill_masks(s.boxes, structured_model, emb)
     assert table.extra["mask"] == list(want.extra["mask"])
-    assert len(list((tmp_path / "cache").glob("*.emb.npz"))) == 1  # one encode
+    assert (
+        len(list((tmp_path / "cache" / "embeddings").glob("*.npz"))) == 1
+    )  # one encode
     again = fill_folder(d, structured_model, cache=cache, settings=SETTINGS)
     assert again.images == 0  # nothing left to do

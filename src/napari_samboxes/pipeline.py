@@ -233,7 +233,12 @@ def raw_results(
     n_prompts = sum(plan.sizes)
     part = cache.load_partial(key, n_prompts) if cache is not None else None
     # a run stopped inside or right after the encoder left the embedding
-    embedding = cache.load_embedding(key, model.device) if cache is not None else None
+    # (float32 only: the remaining batches must be those of a fresh encode)
+    embedding = (
+        cache.load_embedding(key, model.device, exact=True)
+        if cache is not None
+        else None
+    )
     stored = embedding is not None
     if embedding is None:
         embedding = engine.encode_image(rgb8, model)
