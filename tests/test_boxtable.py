@@ -365,3 +365,26 @@ def test_a_write_kept_inside_a_folder_refuses_a_link_out_of_it(tmp_path):
     (d / "b.csv").symlink_to(d / "real.csv")  # inside: written through
     write_box_table(d / "b.csv", table(), within=d)
     assert read_box_table(d / "real.csv").labels == table().labels
+
+
+def test_time_columns_and_island_boxes_read_back_as_written(tmp_path):
+    from napari_samboxes.formats.boxtable import TIME_COLUMNS, time_cell
+
+    t = BoxTable(
+        labels=["cup", "plate"],
+        boxes=np.array([[1.0, 2, 30, 40], [5, 5, 9, 9]]),
+        scores=np.array([0.9, np.nan]),
+        sources=["island", "hand"],
+        extra={
+            "created": [time_cell(1_790_000_000.5), ""],
+            "actions": ["3", ""],
+            "session": ["20260921T141320Z-0a1b", ""],
+        },
+    )
+    path = write_box_table(tmp_path / "t.csv", t)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[-3:] == list(TIME_COLUMNS)
+    back = read_box_table(path)
+    assert back.sources == ["island", "hand"]
+    assert back.extra == t.extra
+    assert back.extra["created"][0] == "2026-09-21T14:13:20.500+00:00"

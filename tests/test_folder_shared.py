@@ -119,3 +119,25 @@ def test_changes_by_another_tool_are_read_again_and_merged(
     assert sorted(t.labels) == ["cup", "cup", "dog", "owl"]
     qtbot.waitUntil(lambda: len(widget.session.boxes) == 4, timeout=5000)
     assert sorted(widget.session.boxes.labels) == ["cup", "cup", "dog", "owl"]
+
+
+def test_a_class_typed_in_the_panel_keeps_classes_added_in_an_editor(
+    make_napari_viewer, folder, structured_ckpt, tmp_path, qtbot
+):
+    """Reproduced: adding zebra and horse in an editor during a session, then
+    typing a new class "cup", left ``cat, dog, cup``."""
+    (folder / "b.png").unlink()
+    (folder / "classes.txt").write_text("cat\ndog\n")
+    viewer = make_napari_viewer()
+    widget = make_widget(viewer, structured_ckpt, tmp_path / "cache")
+    widget.folder.value = str(folder)
+    wait_image(widget, qtbot, 0)
+    with open(folder / "classes.txt", "a") as f:  # the editor
+        f.write("zebra\nhorse\n")
+    widget.new_class.value = "cup"
+    widget.new_class.native.returnPressed.emit()
+    want = ["cat", "dog", "zebra", "horse", "cup"]
+    on_file = (folder / "classes.txt").read_text().split()
+    assert on_file == want, on_file
+    assert list(widget.box_label.choices) == want, list(widget.box_label.choices)
+    assert widget.box_label.value == "cup"

@@ -18,16 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats.boxtable import BoxTable
+from .formats.boxtable import SOURCES, BoxTable
 from .formats.columns import MASK_COLUMN, PROMPT_COLUMN
 
 __all__ = ["GEOMETRY_COLUMNS", "SOURCES", "Boxes"]
 
 #: The columns that describe a box's geometry: dropped when it moves.
 GEOMETRY_COLUMNS = (PROMPT_COLUMN, MASK_COLUMN)
-
-#: Where a box came from.
-SOURCES = ("candidate", "prompt", "hand", "import")
 
 
 def _f(a: object, shape: tuple[int, ...]) -> np.ndarray:
@@ -46,7 +43,8 @@ class Boxes:
         (N, 4) float, ``x_min, y_min, x_max, y_max``, inclusive pixel indices
         of the image layer's level 0.
     labels, sources : tuple of str
-        Class name and origin (one of :data:`SOURCES`) of each box.
+        Class name and origin (one of :data:`SOURCES`: ``candidate``,
+        ``island``, ``prompt``, ``hand``, ``import``) of each box.
     scores : numpy.ndarray
         (N,) predicted IoU; NaN for hand-drawn or imported boxes.
     slices : numpy.ndarray
@@ -165,7 +163,7 @@ class Boxes:
     def replaced(
         self,
         index: int,
-        xyxy: Sequence[float],
+        xyxy: Sequence[float] | np.ndarray,
         score: float,
         source: str,
         cells: Mapping[str, str] | None = None,
@@ -228,6 +226,35 @@ class Boxes:
         return Boxes(
             self.xyxy, self.labels, self.scores, self.sources, self.slices, extra
         )
+
+    def changes_from(self, previous: Boxes) -> tuple[list[int], list[int]]:
+        """What made these boxes out of ``previous``: the rows added (boxes
+        at a place, box and slice, where ``previous`` had none; only when
+        there are more boxes now) and the rows changed in place (same
+        number of boxes: another box, slice or label at the same row)."""
+        if len(self) > len(previous):
+            free: dict[tuple[float, ...], int] = {}
+            for j in range(len(previous)):
+                key = (*previous.xyxy[j], *previous.slices[j])
+                free[key] = free.get(key, 0) + 1
+            added = []
+            for i in range(len(self)):
+                key = (*self.xyxy[i], *self.slices[i])
+                if free.get(key, 0):
+                    free[key] -= 1
+                else:
+                    added.append(i)
+            return added[len(added) - (len(self) - len(previous)) :], []
+        if len(self) != len(previous):
+            return [], []
+        moved = np.any(self.xyxy != previous.xyxy, axis=1)
+        if self.slices.shape == previous.slices.shape and self.slices.shape[1]:
+            moved |= np.any(self.slices != previous.slices, axis=1)
+        relabelled = np.array(
+            [a != b for a, b in zip(self.labels, previous.labels, strict=True)],
+            dtype=bool,
+        ).reshape(len(self))
+        return [], [int(i) for i in np.flatnonzero(moved | relabelled)]
 
     # -- files ----------------------------------------------------------
     def to_table(self) -> BoxTable:

@@ -1,6 +1,8 @@
 """Pick the smallest candidate box that contains the clicked points.
 
 Pure numpy, vectorised over candidates (no Python loop over boxes).
+:func:`island` gives the box of a mask's largest connected part (the
+next smaller option of a candidate whose mask has detached fragments).
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["containing", "select_box"]
+from .formats.errors import FormatError
+from .formats.rle import decode_cell, encode_rle
+
+__all__ = ["containing", "island", "select_box"]
 
 
 def _array(value: Any, width: int, what: str) -> np.ndarray:
@@ -97,3 +102,44 @@ def select_box(candidates: Any, points: Any) -> int | None:
         return int(idx[np.argsort(np.asarray(areas)[idx], kind="stable")[0]])
     first = int(np.argmax(hit))
     return first if hit[first] else None
+
+
+def island(cell: str) -> tuple[np.ndarray, str] | None:
+    """The largest connected part of a mask with detached fragments.
+
+    Parts are 8-connected (pixels touching at a corner are one part, as in
+    :mod:`napari_samboxes.audit`); the largest has the most pixels (the
+    first in row-major order among equals).
+
+    Parameters
+    ----------
+    cell : str
+        A box table ``mask`` cell (:mod:`napari_samboxes.formats.rle`).
+
+    Returns
+    -------
+    (numpy.ndarray, str) or None
+        The part's inclusive xyxy box (float) and its own mask cell; None
+        when the mask is one part, its fragments lie within the largest
+        part's box, or the cell is empty or malformed.
+    """
+    from scipy import ndimage
+
+    if not cell:
+        return None
+    try:
+        x0, y0, crop = decode_cell(cell)
+    except FormatError:
+        return None
+    labels, n = ndimage.label(crop, structure=np.ones((3, 3), dtype=bool))
+    if n < 2:
+        return None
+    part = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    if (r0, c0, r1, c1) == (0, 0, crop.shape[0] - 1, crop.shape[1] - 1):
+        return None  # the fragments do not make the box larger
+    sub = part[r0 : r1 + 1, c0 : c1 + 1]
+    box = np.array([x0 + c0, y0 + r0, x0 + c1, y0 + r1], dtype=np.float64)
+    counts = encode_rle(sub)["counts"]
+    return box, f"{x0 + c0} {y0 + r0} {c1 - c0 + 1} {r1 - r0 + 1} {counts}"

@@ -15,27 +15,62 @@ undone.
   acts on the current image unless it names another one (``key=``): an
   edit made in the layer of an image that is not the current one goes to
   that image. Every :class:`Change` names the image it changed.
+* **Time and actions.** Each box the annotator makes is stamped with the
+  time it was made, the actions that made it and the session's id (the
+  box table's ``created``, ``actions`` and ``session`` columns, see
+  :mod:`napari_samboxes.formats.boxtable`): a pick counts its clicks, a
+  box drawn or pasted in the layer counts 1, and every later step,
+  relabel, move or accepted suggestion adds 1. Boxes from files keep
+  whatever they had (nothing, for boxes made elsewhere).
+* **Islands.** When the picked candidate's mask (its ``mask`` cell,
+  computed after the pick) has detached fragments that make its box
+  larger, ``[`` first offers the box of the mask's largest connected part
+  (source ``island``), then the candidates below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from .boxes import Boxes
 from .candidates import Candidates, RawMasks
-from .formats.columns import prompt_cells
+from .formats.boxtable import (
+    ACTIONS_COLUMN,
+    CREATED_COLUMN,
+    SESSION_COLUMN,
+    time_cell,
+)
+from .formats.columns import MASK_COLUMN, PROMPT_COLUMN, prompt_cells
+from .formats.rle import cell_box
 from .geometry import level_to_full
-from .select import containing, select_box
+from .select import containing, island, select_box
 from .settings import DEFAULTS, Settings
 
-__all__ = ["Change", "CandidateSet", "PickResult", "Session", "UNDO_LEVELS"]
+__all__ = [
+    "Change",
+    "CandidateSet",
+    "PickResult",
+    "Session",
+    "UNDO_LEVELS",
+    "new_session_id",
+]
 
 #: Undo levels kept per image.
 UNDO_LEVELS = 200
+
+
+def new_session_id(epoch_s: float) -> str:
+    """An annotation session's id: its start (UTC, to the second) and four
+    random hex digits, e.g. ``20261128T101503Z-3fa2``."""
+    start = datetime.fromtimestamp(float(epoch_s), tz=timezone.utc)
+    return f"{start:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
 @dataclass(frozen=True)
@@ -99,10 +134,20 @@ class CandidateSet:
 
 
 @dataclass
+class _Whole:
+    """The candidate an island came from: its box, score and cells."""
+
+    xyxy: np.ndarray
+    score: float
+    cells: dict[str, str]
+
+
+@dataclass
 class _LastPick:
     points: np.ndarray  # (K, 2) x, y
     row: int  # the box it made
     xyxy: np.ndarray  # that box, to notice later edits
+    whole: _Whole | None = None  # when the box is an island of a candidate
 
 
 @dataclass
@@ -120,10 +165,24 @@ class Session:
     ----------
     settings : Settings
         Run settings; thresholds can be changed later.
+    clock : callable, optional
+        Seconds since the epoch (default :func:`time.time`): when boxes are
+        made.
+    session_id : str, optional
+        The ``session`` cell of the boxes made here (default: from the
+        start time, :func:`new_session_id`).
     """
 
-    def __init__(self, settings: Settings = DEFAULTS) -> None:
+    def __init__(
+        self,
+        settings: Settings = DEFAULTS,
+        clock: Callable[[], float] | None = None,
+        session_id: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.clock = clock if clock is not None else time.time
+        #: The ``session`` cell of every box made in this session.
+        self.session_id = session_id or new_session_id(self.clock())
         self.committed: CandidateSet | None = None
         self.pending: CandidateSet | None = None
         self._pending_parts: list[RawMasks] = []
@@ -277,22 +336,55 @@ class Session:
         """The current image's boxes."""
         return self._img.boxes
 
-    def _apply(self, new: Boxes, message: str = "", key: str | None = None) -> Change:
+    def _apply(
+        self,
+        new: Boxes,
+        message: str = "",
+        key: str | None = None,
+        made: Sequence[int] = (),
+        clicks: int = 1,
+        touched: Sequence[int] = (),
+    ) -> Change:
+        """``new`` becomes the boxes of image ``key``, one undo step; the
+        rows ``made`` are stamped (now, ``clicks`` actions, this session),
+        the rows ``touched`` count one action more."""
         key, img = self._of(key)
         if new == img.boxes:
             return Change(img.boxes, message, changed=False, key=key)
+        new = self._stamped(new, made, clicks, touched)
         img.undo.append(img.boxes)
         del img.undo[:-UNDO_LEVELS]
         img.redo.clear()
         img.boxes = new
         return Change(new, message, key=key)
 
-    def add(self, xyxy: Sequence[float], label: str, **fields: Any) -> Change:
-        """Add one box to the current image; ``fields`` as
-        :meth:`Boxes.added` (``score``, ``source``, default "hand",
-        ``slice_index``)."""
+    def _stamped(
+        self, boxes: Boxes, made: Sequence[int], clicks: int, touched: Sequence[int]
+    ) -> Boxes:
+        """``boxes`` with the time and action cells of new and edited rows."""
+        if made:
+            cells = {
+                CREATED_COLUMN: time_cell(self.clock()),
+                ACTIONS_COLUMN: str(int(clicks)),
+                SESSION_COLUMN: self.session_id,
+            }
+            for i in made:
+                boxes = boxes.with_cells(int(i), cells)
+        for i in set(touched) - set(made):
+            n = boxes.cell(ACTIONS_COLUMN, int(i)).strip()
+            if n.isdigit():  # boxes made elsewhere are not counted
+                boxes = boxes.with_cells(int(i), {ACTIONS_COLUMN: str(int(n) + 1)})
+        return boxes
+
+    def add(
+        self, xyxy: Sequence[float], label: str, actions: int = 1, **fields: Any
+    ) -> Change:
+        """Add one box to the current image, made with ``actions`` actions;
+        ``fields`` as :meth:`Boxes.added` (``score``, ``source``, default
+        "hand", ``slice_index``, ``cells``)."""
         fields.setdefault("source", "hand")
-        return self._apply(self.boxes.added(xyxy, label, **fields), f"added '{label}'")
+        new = self.boxes.added(xyxy, label, **fields)
+        return self._apply(new, f"added '{label}'", made=[len(new) - 1], clicks=actions)
 
     def delete(self, indices: Sequence[int], key: str | None = None) -> Change:
         """Delete boxes (of the current image, or of image ``key``)."""
@@ -306,17 +398,76 @@ class Session:
     ) -> Change:
         """Give boxes another label (of the current image, or of ``key``)."""
         _, img = self._of(key)
+        new = img.boxes.relabeled(indices, label)
         return self._apply(
-            img.boxes.relabeled(indices, label),
+            new,
             f"{len(indices)} box(es) now '{label}'",
             key,
+            touched=new.changes_from(img.boxes)[1],
         )
 
     def replace_all(
         self, boxes: Boxes, message: str = "edited", key: str | None = None
     ) -> Change:
-        """Replace the boxes (an edit made in the layer), as one undo step."""
-        return self._apply(boxes, message, key)
+        """Replace the boxes (an edit made in the layer), as one undo step.
+
+        Boxes it adds (drawn or pasted) are made with one action each
+        (not those with a time already, nor imported ones); boxes it moves
+        or relabels count one action more."""
+        _, img = self._of(key)
+        added, touched = boxes.changes_from(img.boxes)
+        made = [
+            i
+            for i in added
+            if boxes.sources[i] != "import" and not boxes.cell(CREATED_COLUMN, i)
+        ]
+        return self._apply(boxes, message, key, made=made, touched=touched)
+
+    def move(
+        self, row: int, xyxy: Sequence[float], message: str = "", key: str | None = None
+    ) -> Change:
+        """Move box ``row`` to ``xyxy`` (an accepted suggestion), one undo
+        step, one action more.
+
+        The box of a candidate (of the current image) takes its score and
+        prompt (source ``candidate``); the box of the largest part of the
+        box's own mask takes that part's mask (source ``island``); any other
+        box is a hand box from then on.
+        """
+        key, img = self._of(key)
+        boxes = img.boxes
+        box = np.asarray(xyxy, dtype=np.float64).reshape(4)
+        c = self._candidates
+        hit = (
+            np.flatnonzero(np.all(c.boxes == box, axis=1))
+            if key == self.image_key and len(c)
+            else np.zeros(0, dtype=int)
+        )
+        part = self._island(boxes, row)
+        if len(hit):
+            j = int(hit[0])
+            sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
+            cells = prompt_cells([c.points[j]], None, sc)
+            new = boxes.replaced(row, box, float(c.scores[j]), "candidate", cells)
+        elif part is not None and np.array_equal(part[0], box):
+            cells = {
+                PROMPT_COLUMN: boxes.cell(PROMPT_COLUMN, row),
+                MASK_COLUMN: part[1],
+            }
+            new = boxes.replaced(row, box, float(boxes.scores[row]), "island", cells)
+        else:
+            new = boxes.replaced(row, box, float("nan"), "hand")
+        text = message or f"box {row + 1} moved"
+        return self._apply(new, text, key, touched=[row])
+
+    @staticmethod
+    def _island(boxes: Boxes, row: int) -> tuple[np.ndarray, str] | None:
+        """The largest part of box ``row``'s mask (when the mask fits the box
+        and has fragments that make the box larger), else None."""
+        cell = boxes.cell(MASK_COLUMN, row)
+        if not cell or cell_box(cell) != tuple(int(v) for v in boxes.xyxy[row]):
+            return None
+        return island(cell)
 
     def add_prompted(
         self,
@@ -326,17 +477,19 @@ class Session:
         message: str = "",
         prompt_box: Sequence[float] | None = None,
         prompt_points: Sequence[Sequence[float]] = (),
+        clicks: int = 2,
     ) -> Change:
         """Add the box of a prompt fallback (``source="prompt"``, its
-        predicted IoU as score) on the candidates' slice. The prompt (box,
-        points x, y) is kept for its mask (:mod:`~napari_samboxes.masks`)."""
+        predicted IoU as score) on the candidates' slice, made with
+        ``clicks`` actions. The prompt (box, points x, y) is kept for its
+        mask (:mod:`~napari_samboxes.masks`)."""
         sc = self.candidate_set.scale if self.candidate_set else (1.0, 1.0)
         kw = {"slice_index": self.slice_index, "source": "prompt", "score": iou}
         cells = (
             {} if prompt_box is None else prompt_cells(prompt_points, prompt_box, sc)
         )
         kw["cells"] = cells
-        change = self.add(xyxy, label, **kw)
+        change = self.add(xyxy, label, actions=clicks, **kw)
         msg = message or f"added '{label}' from a box prompt"
         return Change(change.boxes, msg, change.changed, change.key)
 
@@ -400,6 +553,8 @@ class Session:
         change = self._apply(
             self.boxes.added(box, label, score, "candidate", self.slice_index, cells),
             f"picked '{label}'",
+            made=[len(self.boxes)],
+            clicks=len(pts),
         )
         self._img.last_pick = _LastPick(pts, len(self.boxes) - 1, c.boxes[i].copy())
         return PickResult(change)
@@ -447,7 +602,14 @@ class Session:
 
     def step(self, direction: int) -> Change:
         """Replace the last picked box by the next larger (``+1``) or smaller
-        (``-1``) candidate containing its points, keeping its label."""
+        (``-1``) candidate containing its points, keeping its label.
+
+        A candidate whose mask (once computed) has detached fragments that
+        make its box larger has the box of its largest connected part as
+        its next smaller option (source ``island``); below that come the
+        candidates below the candidate, and ``+1`` from the part is the
+        candidate again.
+        """
         img = self._img
         lp = img.last_pick
         if (
@@ -458,10 +620,39 @@ class Session:
             return Change(
                 img.boxes, "pick a box first, then step", False, self.image_key
             )
+        whole = lp.whole
+        if whole is not None and direction > 0:  # from the part to the whole
+            return self._step_to(
+                lp,
+                img.boxes.replaced(
+                    lp.row, whole.xyxy, whole.score, "candidate", whole.cells
+                ),
+                "the whole mask's box again (with its fragments)",
+            )
+        if whole is None and direction < 0:
+            part = self._island(img.boxes, lp.row)
+            if part is not None:
+                b, row = img.boxes, lp.row
+                keep = {k: b.cell(k, row) for k in (PROMPT_COLUMN, MASK_COLUMN)}
+                score = float(b.scores[row])
+                new = b.replaced(
+                    row,
+                    part[0],
+                    score,
+                    "island",
+                    {PROMPT_COLUMN: keep[PROMPT_COLUMN], MASK_COLUMN: part[1]},
+                )
+                return self._step_to(
+                    lp,
+                    new,
+                    "the mask's largest part, without its fragments (]: back)",
+                    _Whole(lp.xyxy.copy(), score, keep),
+                )
         c = self._candidates
         chain = np.flatnonzero(containing(c.boxes, lp.points))
         # candidates are sorted by area: the chain is ordered small to large
-        now = np.flatnonzero(np.all(c.boxes[chain] == lp.xyxy, axis=1))
+        base = lp.xyxy if whole is None else whole.xyxy
+        now = np.flatnonzero(np.all(c.boxes[chain] == base, axis=1))
         pos = int(now[0]) if len(now) else (-1 if direction > 0 else len(chain))
         nxt = pos + (1 if direction > 0 else -1)
         if not 0 <= nxt < len(chain):
@@ -470,7 +661,8 @@ class Session:
                 img.boxes, f"already the {which} box here", False, self.image_key
             )
         j, sc = chain[nxt], self.candidate_set.scale if self.candidate_set else (1, 1)
-        change = self._apply(
+        return self._step_to(
+            lp,
             img.boxes.replaced(
                 lp.row,
                 c.boxes[j],
@@ -480,5 +672,12 @@ class Session:
             ),
             f"box {nxt + 1} of {len(chain)} around these points",
         )
-        img.last_pick = _LastPick(lp.points, lp.row, c.boxes[j].copy())
+
+    def _step_to(
+        self, lp: _LastPick, new: Boxes, message: str, whole: _Whole | None = None
+    ) -> Change:
+        """A step of the last pick ``lp`` to the boxes ``new`` (one action)."""
+        change = self._apply(new, message, touched=[lp.row])
+        xyxy = new.xyxy[lp.row].copy()
+        self._img.last_pick = _LastPick(lp.points, lp.row, xyxy, whole)
         return change

@@ -105,6 +105,9 @@ class Annotator:
         #: A pick made while the run streamed (image key, row, box): made
         #: the complete run's pick when the run ends (Session.refine).
         self._provisional: tuple[str, int, np.ndarray] | None = None
+        #: A box held in the preview layer (box, slice; see
+        #: :meth:`hold_preview`): the cursor's preview waits meanwhile.
+        self.held: tuple[np.ndarray, tuple[int, ...]] | None = None
         self._redraw = QTimer()
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_candidates)
@@ -188,6 +191,7 @@ class Annotator:
             seed = self._boxes_in_layer(view)
         moved = self.view is not view or view.key != key
         if moved:
+            self.held = None
             for v in {self.view, view} - {None}:
                 v.clear_picks()  # type: ignore[union-attr]
                 v.set_preview(None, ())  # type: ignore[union-attr]
@@ -303,7 +307,7 @@ class Annotator:
         """Show all candidates, the one under the cursor, or none."""
         self.display = mode
         self.draw_candidates()
-        if self.view is not None:
+        if self.view is not None and self.held is None:
             self.view.set_preview(None, ())
 
     # -- runs --------------------------------------------------------------------
@@ -517,7 +521,7 @@ class Annotator:
         """Show the box a pick would give for a cursor in the image's data
         coordinates (after one pick, or under the cursor)."""
         view = self.view
-        if view is None or self.closed:
+        if view is None or self.closed or self.held is not None:
             return None
         picks = view.layer("picks")
         pts = np.asarray(cursor, dtype=float)[None, -2:]
@@ -529,6 +533,22 @@ class Annotator:
         box = self.session.preview(pts[:, ::-1])
         view.set_preview(box, self.session.slice_index)
         return box
+
+    def hold_preview(
+        self, box: np.ndarray | None, slice_index: tuple[int, ...] = ()
+    ) -> None:
+        """Show ``box`` in the preview layer until :meth:`release_preview`
+        (the preview of the box under the cursor waits meanwhile)."""
+        self.held = None if box is None else (np.asarray(box), tuple(slice_index))
+        if self.view is not None and not self.closed:
+            self.view.set_preview(box, tuple(slice_index))
+
+    def release_preview(self) -> None:
+        """End :meth:`hold_preview`; the preview layer is cleared."""
+        if self.held is not None:
+            self.held = None
+            if self.view is not None and not self.closed:
+                self.view.set_preview(None, ())
 
     # -- changes of the boxes -------------------------------------------------------
     def view_for(self, source: Any = None) -> ImageLayers | None:

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..boxes import Boxes
 from ..classes import ClassList
+from ..formats.boxtable import ACTIONS_COLUMN, CREATED_COLUMN
 
 __all__ = ["BoxList", "BoxTableModel"]
 
@@ -39,6 +40,7 @@ _HEADERS = ("class", "w x h", "from", "score")
 #: How the list shows each box source (the column is narrow).
 _SOURCE_TEXT = {
     "candidate": "SAM",
+    "island": "SAM part",
     "prompt": "prompt",
     "hand": "hand",
     "import": "file",
@@ -91,9 +93,13 @@ class BoxTableModel(QAbstractTableModel):
             return QColor(self.classes.colour(b.labels[r]))
         if role == Qt.ItemDataRole.ToolTipRole:
             x0, y0, x1, y1 = b.xyxy[r]
+            made = b.cell(CREATED_COLUMN, r)
+            actions = b.cell(ACTIONS_COLUMN, r)
             return (
                 f"'{b.labels[r]}': x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f} "
                 f"(source: {b.sources[r]})"
+                + (f"; made {made[:19].replace('T', ' ')} UTC" if made else "")
+                + (f" in {actions} action(s)" if actions else "")
             )
         return None
 

@@ -83,6 +83,8 @@ class ClassBox(ComboBox):
             return
         current = self.value
         with self.changed.blocked():
+            if tuple(self.choices) != names[: len(self.choices)]:
+                self.choices = ()  # Qt keeps old items' places: list anew
             self.choices = names
             if current in names:
                 ComboBox.value.fset(self, current)  # type: ignore[attr-defined]
@@ -179,6 +181,13 @@ def make_groups(
                 ),
                 PushButton(name="larger", text="Larger ]", tooltip="next larger box"),
                 PushButton(name="tighten", text="Tighten", tooltip="snap boxes to SAM"),
+                PushButton(
+                    name="audit",
+                    text="Audit",
+                    tooltip="walk the boxes SAM would draw otherwise, largest "
+                    "problem first: Tab next, Enter take the magenta box, Esc "
+                    "keep; again to end",
+                ),
             ),
             _row(
                 PushButton(name="undo", text="Undo", tooltip="Ctrl+Z"),

@@ -20,6 +20,11 @@ keymaps (napari forwards them), so the keys work wherever the mouse is.
   A layer in an editing mode (napari's shape tools, say) keeps its clicks.
 * ``Tab`` moves Qt's keyboard focus before any keymap sees it, so it is
   caught on the canvas itself.
+* A mode of the panel (the audit, :mod:`.audit`) can take some actions
+  over while it is on (:meth:`AnnotationMode.take`): ``Tab``, ``Enter``
+  and ``Escape`` are then its keys, and the annotation's again when it
+  releases them. A key whose action no one has (``Enter`` outside the
+  audit) goes on to napari's own binding.
 * The widget's buttons and drop-downs never take the keyboard focus (see
   :func:`keep_keys_free`); a text field gives it back to the canvas when
   its editing ends.
@@ -53,6 +58,7 @@ KEYS: dict[str, str] = {
     "Delete": "delete",
     "Backspace": "delete",
     "Escape": "clear_picks",
+    "Enter": "accept",
     "Tab": "next_box",
     "Shift-Tab": "prev_box",
 }
@@ -119,6 +125,25 @@ class AnnotationMode:
         self.active = False
         self._bound: list[tuple[weakref.ref[Any], str, Any]] = []
         self._tab = _TabFilter(self)
+        #: Actions taken over by a mode (:meth:`take`), latest last.
+        self._over: list[dict[str, Callable[[Any], Any]]] = []
+
+    # -- modes over the annotation ---------------------------------------------
+    def take(self, actions: Mapping[str, Callable[[Any], Any]]) -> None:
+        """While a mode is on, its ``actions`` (action name -> what it does)
+        act instead of the annotation's (and of an earlier mode's)."""
+        self._over.append(dict(actions))
+
+    def release(self, actions: Mapping[str, Callable[[Any], Any]]) -> None:
+        """End :meth:`take` of these ``actions`` (the same mapping)."""
+        self._over = [o for o in self._over if o != dict(actions)]
+
+    def action(self, name: str) -> Callable[[Any], Any] | None:
+        """What the action ``name`` does now (None: nothing of the plugin's)."""
+        for over in reversed(self._over):
+            if name in over:
+                return over[name]
+        return self.actions.get(name)
 
     # -- on and off ------------------------------------------------------------
     def start(self) -> None:
@@ -174,7 +199,7 @@ class AnnotationMode:
     def do(self, name: str, source: Any = None) -> None:
         """Run the action ``name`` (if the panel has it) for a key pressed
         on ``source`` (a layer, the viewer, or None)."""
-        action = self.actions.get(name)
+        action = self.action(name)
         if self.active and action is not None:
             action(source)
 
@@ -214,7 +239,8 @@ class AnnotationMode:
 def _handler(mode: AnnotationMode, name: str, key: str) -> Any:
     """One key of the plugin bound on one layer (or the viewer).
 
-    On the plugin's own layers and the viewer the key is always the
+    A key whose action no one has now acts as if the plugin had not bound
+    it. On the plugin's own layers and the viewer the key is otherwise the
     plugin's. On any other layer it is the plugin's only while that layer is
     not being edited (``pan_zoom`` mode, or a layer without modes); in an
     editing mode (a Labels brush, napari's shape tools on a user's layer) it
@@ -226,7 +252,12 @@ def _handler(mode: AnnotationMode, name: str, key: str) -> Any:
 
     def handler(owner: Any = None) -> Any:
         m = ref()
-        if m is not None and m.active and _plugin_key(owner, key):
+        if (
+            m is not None
+            and m.active
+            and m.action(name) is not None
+            and _plugin_key(owner, key)
+        ):
             m.do(name, owner)
             return
         before = handler.before  # type: ignore[attr-defined]

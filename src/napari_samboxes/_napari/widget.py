@@ -42,10 +42,11 @@ from ..session import Session
 from ..settings import Settings, SettingsError
 from . import controls
 from .annotator import Annotator, layer_key
+from .audit import AuditMode
 from .box_list import BoxList
 from .folder import FolderController, left_folder
 from .input import AnnotationMode, canvas_widget, keep_keys_free
-from .runs import RunController
+from .runs import RunController, without_collection
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -127,6 +128,7 @@ class SamBoxesWidget(Container):
         self.mode = AnnotationMode(
             self.viewer, self._actions(), self.annotator.click, self._on_move
         )
+        self.audit_mode = AuditMode(self.annotator, self.mode)
         self._add_callbacks()
         self.apply_run_settings(load_settings(global_file()), remember=False)
         self._update_checkpoint_status()
@@ -192,6 +194,7 @@ class SamBoxesWidget(Container):
 
     def _add_callbacks(self) -> None:
         a = self.annotator
+        self["audit"].changed.connect(self.audit_mode.toggle)
         self.run.changed.connect(self.start_run)
         self.cancel.changed.connect(lambda: a.stop_run())
         self.download.changed.connect(self._download)
@@ -581,13 +584,14 @@ class SamBoxesWidget(Container):
         ticket = self._opening
         self.runs.submit(
             "open",
-            partial(FolderSession, path, self.recursive, count=False),
+            partial(without_collection, FolderSession, path, self.recursive, False),
             on_return=lambda session: self._listed(ticket, path, start, session),
             on_error=lambda e: self.notify(f"{path}: cannot be opened: {e}", "error"),
         )
 
     def _listed(self, ticket: int, path: Path, start: int, session: Any) -> None:
         if ticket == self._opening and not self._closed:
+            _freeze_long_lived()  # the folder's list: out of full collections
             self._open_session(path, start, session)
 
     def _open_session(self, path: Path, start: int, session: FolderSession) -> None:
@@ -627,7 +631,7 @@ class SamBoxesWidget(Container):
         # could not write (kept, and saved with the next change)
         unsaved = set(self._unsaved)
         self.session.forget(
-            [str(p) for p in fm.session.images if str(p) not in unsaved]
+            [k for k in fm.session.image_keys() if k not in unsaved]
         )
         for key in unsaved:
             if fm.session.record(key, self.session.boxes_of(key)):
@@ -709,6 +713,7 @@ class SamBoxesWidget(Container):
         for step in (
             lambda: self.folder_mode.close(**remember) if self.folder_mode else None,
             lambda: self.annotator.close(reason),
+            self.audit_mode.stop,
             self.mode.stop,
             self.runs.shutdown,
             lambda: setattr(self, "enabled", False),  # its keys do nothing

@@ -26,6 +26,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +34,37 @@ import numpy as np
 from ..atomic import atomic_write_text
 
 __all__ = [
+    "ACTIONS_COLUMN",
     "BOX_COLUMNS",
+    "CREATED_COLUMN",
     "MISSING_SOURCE",
+    "SESSION_COLUMN",
     "SOURCES",
+    "TIME_COLUMNS",
     "BoxTable",
     "BoxTableError",
     "is_box_table",
+    "parse_time",
     "read_box_table",
+    "time_cell",
     "write_box_table",
 ]
 
 BOX_COLUMNS = ("label", "x_min", "y_min", "x_max", "y_max", "score", "source")
 #: The values of the ``source`` column.
-SOURCES = ("candidate", "prompt", "hand", "import")
+SOURCES = ("candidate", "island", "prompt", "hand", "import")
 #: The source of a row whose table has no (or an empty) ``source`` cell.
 MISSING_SOURCE = "import"
 _OPTIONAL = ("score", "source")
 _SLICE_COL = re.compile(r"^axis-(\d+)$")
+#: When a box was made (ISO 8601, UTC).
+CREATED_COLUMN = "created"
+#: How many actions made it.
+ACTIONS_COLUMN = "actions"
+#: The annotation session that made it.
+SESSION_COLUMN = "session"
+#: The time and action columns, in the order they are first written.
+TIME_COLUMNS = (CREATED_COLUMN, ACTIONS_COLUMN, SESSION_COLUMN)
 #: Labels may be as long as memory allows (csv's default limit is 128 KiB).
 _FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
@@ -90,6 +105,40 @@ class BoxTable:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+# ------------------------------------------------------------------- times
+
+
+def time_cell(epoch_s: float) -> str:
+    """A ``created`` cell: ``epoch_s`` (seconds since 1970, UTC) as ISO 8601
+    in UTC with milliseconds."""
+    t = datetime.fromtimestamp(float(epoch_s), tz=timezone.utc)
+    return t.isoformat(timespec="milliseconds")
+
+
+def parse_time(cell: str) -> float | None:
+    """Epoch seconds of a ``created`` cell: ISO 8601 (a time without a zone
+    is UTC; ``Z`` accepted) or plain seconds; None when empty or not a
+    time."""
+    text = cell.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return value if np.isfinite(value) else None
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.timestamp()
 
 
 # ----------------------------------------------------------------- writing
