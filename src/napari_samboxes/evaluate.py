@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,10 +431,8 @@ def evaluation_json(runs: Sequence[Evaluation], **about: Any) -> str:
 def read_ground_truth(
     src: str | Path, fmt: str, folder: str | Path
 ) -> tuple[dict[str, Boxes], list[str]]:
-    """Ground-truth boxes of a folder's images, read by ``import``'s readers.
-
-    The annotations are imported into a temporary folder of links to the
-    images, so that ``folder`` is not changed.
+    """Ground-truth boxes of a folder's images, read by ``import``'s readers
+    (:func:`~napari_samboxes.importing.read_sources`; nothing is written).
 
     Returns
     -------
@@ -453,27 +449,12 @@ def read_ground_truth(
     ValueError
         For an unknown format.
     """
-    from .dataset import Dataset
-    from .importing import import_dataset
+    from .importing import read_sources
 
     if fmt.lower() not in GT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {GT_FORMATS}")
-    ds = Dataset(folder)
-    with tempfile.TemporaryDirectory(prefix="samboxes-gt-") as tmp:
-        for name, p in zip(ds.names, ds.images, strict=True):
-            link = Path(tmp, name)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.symlink(p.resolve(), link)
-            except OSError:  # no links here: a copy
-                link.write_bytes(p.read_bytes())
-        summary = import_dataset(src, fmt, tmp)
-        copy = Dataset(tmp)
-        found = {
-            name: Boxes.from_table(copy.load_boxes(name))
-            for name in copy.names
-            if copy.find_annotation(name) is not None
-        }
+    tables, summary = read_sources(src, fmt, folder)
+    found = {name: Boxes.from_table(t) for name, t in tables.items()}
     return found, list(summary.messages)
 
 

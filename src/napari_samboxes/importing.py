@@ -37,7 +37,7 @@ from .formats.voc import parse_voc
 from .formats.yolo import CLASS_FILES, parse_yolo, read_yolo_names
 from .idmap import ID_FILE, IdMap
 
-__all__ = ["import_dataset"]
+__all__ = ["import_dataset", "read_sources"]
 
 #: Formats ``import`` reads (``yolo-seg`` labels are read by ``yolo``).
 IMPORT_FORMATS = ("yolo", "yolo-seg", "voc", "coco")
@@ -255,6 +255,42 @@ def _plan(
         w, h = image_header(ds.folder / image)[:2]
         plan[image] = _imported(table, w, h, where)
     return plan
+
+
+def read_sources(
+    src: str | Path, fmt: str, folder: str | Path, *, recursive: bool = True
+) -> tuple[dict[str, BoxTable], ConvertSummary]:
+    """The boxes ``import`` would write, read without writing anything.
+
+    Returns the tables by image name (its path in the folder), checked and
+    clipped to their images as ``import`` does (source ``import``), and the
+    summary of what was matched and skipped (its messages).
+
+    Raises
+    ------
+    FormatError
+        For a malformed source file.
+    ValueError
+        For an unknown format.
+    """
+    low = fmt.lower()
+    if low not in IMPORT_FORMATS:
+        raise ValueError(
+            f"unknown format {fmt!r}: choose one of {', '.join(IMPORT_FORMATS)}"
+        )
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    ds = Dataset(folder, recursive=recursive)
+    summary = ConvertSummary()
+    found = _READERS[low](src, ds, _Matcher(ds), summary)[0]
+    out: dict[str, BoxTable] = {}
+    for image, (table, where, _, _) in found.items():
+        w, h = image_header(ds.folder / image)[:2]
+        out[image] = _imported(table, w, h, where)
+        summary.images += 1
+        summary.boxes += len(table)
+    return out, summary
 
 
 def import_dataset(
