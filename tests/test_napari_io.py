@@ -112,15 +112,17 @@ def test_box_tables_open_by_default_and_napari_csvs_as_before(
     assert again.shape_type == ref.shape_type == ["polygon"]
     np.testing.assert_array_equal(again.data[0], ref.data[0])
 
-    # a box table in a dataset folder wins over a user's *.csv choice
+    # a user's own *.csv choice is kept (issue 18): the preferences are
+    # not added again, in dataset folders neither; the plugin can still be
+    # chosen by hand
     from napari.settings import get_settings
 
     get_settings().plugins.extension2reader = {"*.csv": "napari"}
-    prefer_plugin_for_box_tables()
+    assert prefer_plugin_for_box_tables() == {"*.csv": "napari"}
     (tmp_path / "annotations").mkdir()
     moved = tmp_path / "annotations" / "img.csv"
     moved.write_bytes(table.read_bytes())
-    (layer2,) = viewer.open(str(moved), plugin=None)  # preferences decide
+    (layer2,) = viewer.open(str(moved), plugin="napari-samboxes")
     assert list(layer2.features["label"]) == ["cup", "spoon"]
 
 
