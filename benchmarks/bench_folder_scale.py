@@ -120,8 +120,14 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.005)
 
+    # a warm-up folder first: napari's first image layer, shaders and text
+    # are set up once per process, not per folder size
+    warm = tmp / "warm"
+    make_folder(warm, 3)
+    drain(precompute(list(warm.glob("*.png")), request, cache))
+    folders = {0: warm, **folders}
     rows = []
-    for n in sizes:
+    for n in [0, *sizes]:
         folder = folders[n]
         for which in ("first open", "second open"):
             before[0] = widget.folder_mode
@@ -136,9 +142,10 @@ def main() -> None:
             open_stall = stalls.stop()
             rows.append((n, which, first, counted, open_stall))
         fm = widget.folder_mode
-        assert fm.session.progress() == (n // 10, n), fm.session.progress()
+        images = n or 3  # 0: the warm-up folder, 3 images and no table
+        assert fm.session.progress() == (n // 10, images), fm.session.progress()
         move = []
-        for k in range(1, args.moves + 1):
+        for k in range(1, min(args.moves, images - 1) + 1):
             stalls.start()
             widget.mode.do("next_image")
             before[0] = None
@@ -165,6 +172,9 @@ def main() -> None:
         pick = stalls.stop()
         assert fm.session.progress()[0] == n // 10 + 1
         rows[-1] = (*rows[-1], max(move), pick)
+        if n == 0:
+            rows = []
+            continue
         print(
             f"{n:>7} images: first image after {rows[-2][2]:.2f} s / "
             f"{rows[-1][2]:.2f} s (first / second open; counted after "

@@ -173,3 +173,23 @@ def test_audit_argument_errors_are_one_line(tmp_path, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, (args, err)
+
+
+def test_audit_never_writes_over_a_file_it_did_not_write(tmp_path, capsys):
+    """Reproduced: ``audit --out DIR/annotations/a.csv`` replaced a box table
+    with the report; ``--tolerance nan`` flagged nothing and exited 0."""
+    import numpy as np
+    from PIL import Image
+
+    from napari_samboxes.cli import main
+
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    table = ann / "a.csv"
+    table.write_text("label,x_min,y_min,x_max,y_max,score,source\ncup,1,1,5,5,,hand\n")
+    before = table.read_bytes()
+    for extra in (["--out", str(table)], ["--tolerance", "nan"]):
+        assert main(["audit", str(tmp_path), *extra]) == 2, extra
+        assert "error" in capsys.readouterr().err
+    assert table.read_bytes() == before

@@ -223,5 +223,23 @@ def test_stats_reports_broken_tables_and_goes_on(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 1 and "2 box(es) with a time in 1 table(s)" in out
     assert "b.csv, line 2" in err and "notes.csv" not in err
-    assert main(["stats", str(tmp_path / "..")]) == 1  # no box tables there
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.csv").write_text("just,some,notes\n")
+    assert main(["stats", str(tmp_path / "empty")]) == 1  # no box tables there
     assert "no box tables" in capsys.readouterr().err
+
+
+def test_stats_reads_subfolders_skips_conflict_copies_and_odd_cells(tmp_path, capsys):
+    ann = tmp_path / "annotations"
+    (ann / "train").mkdir(parents=True)
+    write_box_table(ann / "a.csv", timed(["cup"] * 2, [0, 4], [2, 2]))
+    write_box_table(ann / "train" / "b.csv", timed(["plate"] * 2, [10, 16], [2, 3]))
+    write_box_table(ann / "a.conflict-20260921-141400.csv", timed(["cup"], [0], [2]))
+    odd = timed(["cup"] * 3, [0, 0, 20], [2, 2, 2])
+    odd.extra["created"][:2] = ["1e20", "-1e12"]  # no time a box can have
+    odd.extra["actions"][2] = "\u00b2"  # a digit to str.isdigit, not a number
+    write_box_table(ann / "train" / "c.csv", odd)
+    rc = main(["stats", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "5 box(es) with a time in 3 table(s), 2 without" in out

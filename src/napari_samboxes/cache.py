@@ -135,12 +135,13 @@ def parse_size(text: str | int) -> int | None:
     s = str(text).strip().lower().replace(" ", "").replace("_", "")
     if s in ("unlimited", "none"):
         return None
-    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([a-z]*)", s)
-    if m is None or m.group(2) not in _UNITS:
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([a-z]*)", s, re.ASCII)
+    size = float(m.group(1)) * _UNITS[m.group(2)] if m and m.group(2) in _UNITS else -1
+    if not 0 <= size < 2**63:  # also a number too large for a float
         raise ValueError(
             f"{text!r} is not a size: write e.g. 2GB, 500MB, 1.5GiB or unlimited"
         )
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    return int(size)
 
 
 def format_size(n: int) -> str:

@@ -79,6 +79,13 @@ class ClassList:
         if self.placeholder:
             self._names = [DEFAULT_CLASS]
         self.path = Path(path) if path else None
+        #: The file's classes as last read or written (None: not known).
+        self.on_disk: list[str] | None = None
+
+    def track(self, on_disk: list[str] | None) -> None:
+        """The file's classes as they were when this list was made from it
+        (a class removed from the file later is then not written back)."""
+        self.on_disk = None if on_disk is None else list(on_disk)
 
     def __len__(self) -> int:
         return len(self._names)
@@ -141,6 +148,7 @@ class ClassList:
         if not self.path.is_file():
             return []
         listed = read_classes(path)
+        self.on_disk = list(listed)
         new = [n for n in listed if n not in self._names]
         ours = [] if self.placeholder else self._names
         merged = merge_classes(listed, ours)
@@ -153,15 +161,23 @@ class ClassList:
         merged with the file's classes on disk, which come first; the list
         becomes that merge (classes added on disk join it).
 
+        The merge is three-way when the file was read before
+        (:attr:`on_disk`): classes added here since are added, a class
+        someone removed from the file stays removed, a class someone added
+        is never dropped.
+
         Raises ``OSError`` or ``ValueError`` (a name with a line break).
         """
         if self.path is None:
             return None
         on_disk = read_classes(self.path) if self.path.is_file() else []
         ours = [] if self.placeholder else self._names
+        if self.on_disk is not None:
+            ours = [n for n in ours if n not in self.on_disk]  # added here
         merged = merge_classes(on_disk, ours)
         if merged and merged != self._names:
             self._names, self.placeholder = merged, False
+        self.on_disk = list(merged)
         if merged == on_disk and self.path.is_file():
             return self.path
         return write_classes(self.path, merged)

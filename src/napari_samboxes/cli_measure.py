@@ -137,7 +137,28 @@ def _checked(args: argparse.Namespace) -> tuple[Settings, str | None]:
     if out and Path(out).exists() and Path(out).is_dir() == (args.command == "audit"):
         want = "a file" if args.command == "audit" else "a folder"
         return settings, f"error: --out {out} is not {want}"
+    if out and args.command == "audit" and _not_a_report(Path(out)):
+        return settings, (
+            f"error: --out {out} is a file this command did not write "
+            "(a box table, an image, another file); give a new file name"
+        )
+    cache = getattr(args, "cache", None)
+    if cache and Path(cache).exists() and not Path(cache).is_dir():
+        return settings, f"error: --cache {cache} is a file; give a folder"
     return settings, None
+
+
+def _not_a_report(path: Path) -> bool:
+    """Whether ``path`` is a file that is not an earlier audit report: never
+    overwritten (a typo must not replace a box table or an image)."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+    except OSError:
+        return True
+    return not first.startswith("image,")
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -269,8 +290,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         )
     out = Path(args.out) if args.out else Path(args.folder) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    if not args.out:  # inside DIR: marked, so that it is not listed as images
-        atomic_write_text(out / EXPORT_MARK, "written by napari-samboxes evaluate\n")
+    # marked (also an --out inside DIR), so that its plots are not images
+    atomic_write_text(out / EXPORT_MARK, "written by napari-samboxes evaluate\n")
     doc = evaluation_json(
         runs,
         checkpoint=str(model.checkpoint),
@@ -299,7 +320,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from .tighten import TIGHTEN_MIN_IOU
 
     min_iou = TIGHTEN_MIN_IOU if args.min_iou is None else args.min_iou
-    if not 0 <= min_iou <= 1 or args.tolerance < 0:
+    if not 0 <= min_iou <= 1 or not 0 <= args.tolerance < float("inf"):
         return fail("error: --min-iou must be from 0 to 1 and --tolerance >= 0", 2)
     model = _model(args)
     report = audit_folder(

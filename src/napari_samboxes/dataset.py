@@ -43,11 +43,11 @@ import os
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from .atomic import atomic_write_text
 from .formats.boxtable import BoxTable, read_box_table, write_box_table
@@ -70,7 +70,9 @@ __all__ = [
     "count_entries",
     "file_keys",
     "image_header",
+    "ImageList",
     "image_size",
+    "list_image_names",
     "list_images",
     "merge_classes",
     "natural_key",
@@ -102,10 +104,36 @@ ANNOTATIONS = "annotations"
 EXPORT_MARK = ".napari-samboxes-export"
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def _number(m: re.Match[str]) -> str:
+    digits = m.group().lstrip("0") or "0"
+    return "\x00" + chr(0x30 + min(len(digits), 0xFFFF)) + digits
+
+
+def natural_text(name: str) -> str:
+    """The order of :func:`natural_key` as one string (sorting strings never
+    holds Python's lock for long, sorting tuples of 100,000 names does)."""
+    return _DIGITS.sub(_number, name.casefold()) + "\x00\x00" + name
+
+
 def list_images(
     folder: str | Path, recursive: bool = True, problems: list[str] | None = None
 ) -> list[Path]:
     """The image files of ``folder`` (and its subfolders), in natural order.
+
+    See :func:`list_image_names`.
+    """
+    return [Path(p) for _, p in list_image_names(folder, recursive, problems)]
+
+
+def list_image_names(
+    folder: str | Path, recursive: bool = True, problems: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(name, path)`` of the image files of ``folder`` (and its
+    subfolders), in natural order; a name is the path in the folder,
+    ``/``-separated (``train/a.png``), a path is ``folder`` joined with it.
 
     Hidden files and folders, the top level ``annotations`` folder and
     folders written by ``export`` (holding :data:`EXPORT_MARK`) are
@@ -122,15 +150,17 @@ def list_images(
         Receives what was skipped and why.
     """
     root = Path(folder)
-    found: list[tuple[str, Path]] = []
+    found: list[tuple[str, str]] = []
     seen: set[str] = set()
     said = problems if problems is not None else []
 
-    def walk(path: str, rel: str) -> None:
+    todo = [(str(root), "")]  # a stack, not recursion: any depth
+    while todo:
+        path, rel = todo.pop()
         real = os.path.realpath(path)
         if real in seen:
             said.append(f"{rel or '.'}: a link back to a folder already searched")
-            return
+            continue
         seen.add(real)
         try:
             entries = list(os.scandir(path))
@@ -138,7 +168,7 @@ def list_images(
             if not rel:
                 raise
             said.append(f"{rel}: cannot be read ({e.strerror or e}); skipped")
-            return
+            continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -148,18 +178,16 @@ def list_images(
                     top = rel or entry.name != ANNOTATIONS
                     mark = os.path.lexists(os.path.join(entry.path, EXPORT_MARK))
                     if recursive and top and not mark:
-                        walk(entry.path, name + "/")
+                        todo.append((entry.path, name + "/"))
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                     if entry.is_file():
-                        found.append((name, Path(entry.path)))
+                        found.append((name, entry.path))
                     elif entry.is_symlink():
                         said.append(f"{name}: a link to nothing; skipped")
             except OSError as err:  # a link that loops
                 said.append(f"{name}: {err.strerror or err}; skipped")
-
-    walk(str(root), "")
-    found.sort(key=lambda t: natural_key(t[0]))
-    return [p for _, p in found]
+    found.sort(key=lambda t: natural_text(t[0]))
+    return found
 
 
 def count_entries(folder: str | Path, limit: int) -> int:
@@ -290,7 +318,7 @@ def read_done(path: str | Path) -> set[str]:
 
 def write_done(path: str | Path, names: Iterable[str]) -> Path:
     """Write done flags atomically, names in natural order."""
-    doc = {"done": sorted(set(names), key=natural_key)}
+    doc = {"done": sorted(set(names), key=natural_text)}
     text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
     return atomic_write_text(path, text)
 
@@ -382,6 +410,39 @@ class ChangedOnDisk(RuntimeError):
     :meth:`Dataset.save_boxes`)."""
 
 
+class ImageList(Sequence[Path]):
+    """The image files of a folder: a sequence of ``Path`` made on access
+    from the paths as text (:attr:`paths`), so that listing 100,000 images
+    does not make 100,000 ``Path`` objects."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> Path: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Path]: ...
+    def __getitem__(self, i: int | slice) -> Path | list[Path]:
+        if isinstance(i, slice):
+            return [Path(p) for p in self.paths[i]]
+        return Path(self.paths[i])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ImageList):
+            return self.paths == other.paths
+        if isinstance(other, list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ImageList({len(self)} images)"
+
+
 class Dataset:
     """A folder of images with one box table per image and a class list.
 
@@ -409,7 +470,7 @@ class Dataset:
         if not self.folder.is_dir():
             raise NotADirectoryError(f"{self.folder}: not a folder")
         self.recursive = recursive
-        self.images: list[Path] = []
+        self.images: ImageList = ImageList([])
         self.listing_problems: list[str] = []
         self.refresh()
 
@@ -465,13 +526,14 @@ class Dataset:
     def refresh(self) -> None:
         """Read the folder's image list again."""
         problems: list[str] = []
-        self.images = list_images(self.folder, self.recursive, problems)
+        found = list_image_names(self.folder, self.recursive, problems)
         self.listing_problems = problems
-        prefix = len(str(self.folder)) + 1
-        names = [str(p)[prefix:].replace(os.sep, "/") for p in self.images]
+        names = [n for n, _ in found]
+        paths = [p for _, p in found]
+        self.images = ImageList(paths)
         self._names = names
         self._index = {n: i for i, n in enumerate(names)}
-        self._paths = {str(p): n for p, n in zip(self.images, names, strict=True)}
+        self._paths = dict(zip(paths, names, strict=True))
         self._keys = file_keys(names)
         self._canonical = {k + ".csv" for k in self._keys.values()}
         self._by_other: dict[str, list[str]] = defaultdict(list)
@@ -531,24 +593,24 @@ class Dataset:
         """``{path in annotations: (mtime_ns, size)}`` of its files."""
         out: dict[str, tuple[int, int]] = {}
 
-        def walk(path: str, rel: str) -> None:
+        todo = [(str(self.annotations_dir), "")]
+        while todo:
+            path, rel = todo.pop()
             try:
                 entries = list(os.scandir(path))
             except OSError:
-                return
+                continue
             for e in entries:
                 if e.name.startswith("."):
                     continue
                 try:
                     if e.is_dir(follow_symlinks=False):
-                        walk(e.path, rel + e.name + "/")
+                        todo.append((e.path, rel + e.name + "/"))
                     else:
                         st = e.stat()
                         out[rel + e.name] = (st.st_mtime_ns, st.st_size)
                 except OSError:  # a link that loops or leads nowhere
                     out[rel + e.name] = (0, -1)
-
-        walk(str(self.annotations_dir), "")
         return out
 
     def _on_disk(self, rel: str) -> bool:
@@ -565,18 +627,27 @@ class Dataset:
         ]
 
     def _owner(self, other: str, claimants: list[str]) -> str | None:
-        if len(claimants) == 1:
-            return claimants[0]
+        """The image a file under the other name belongs to, or None.
+
+        The only image with that other name owns it. Among several (``a.png``
+        and ``a.jpg`` for ``a.csv``), the one image not modified after the
+        file was written does, if it is a claimant (an image that already has
+        its own file never gets a second one, and the file is not handed to
+        the other image either: it stays unowned and reported).
+        """
+        sharing = self._by_other.get(other, [])
+        if len(sharing) == 1:
+            return claimants[0] if claimants == sharing else None
         try:  # the file was written before the images added after it
             t = (self.annotations_dir / other).stat().st_mtime_ns
             older = [
                 n
-                for n in claimants
+                for n in sharing
                 if self.images[self._index[n]].stat().st_mtime_ns <= t
             ]
         except OSError:  # a file went away meanwhile
             return None
-        return older[0] if len(older) == 1 else None
+        return older[0] if len(older) == 1 and older[0] in claimants else None
 
     def _find_rel(self, name: str, exists: Callable[[str], bool]) -> str | None:
         own, other = self._keys[name] + ".csv", self._other(name)
@@ -611,7 +682,7 @@ class Dataset:
         out = list(self.listing_problems)
         for other in sorted(self._by_other.keys() & existing):
             names = self._claimants(other, existing.__contains__)
-            if len(names) > 1 and self._owner(other, names) is None:
+            if names and self._owner(other, names) is None:
                 out.append(
                     f"{self.annotations_dir / other} may belong to "
                     f"{' or '.join(names)}: rename it to "
@@ -760,6 +831,12 @@ class Dataset:
     def save_boxes(
         self, image: ImageRef, table: BoxTable, expect: Stamp | None = None
     ) -> Path:
+        """Write the image's box table; see :meth:`save_boxes_stamped`."""
+        return self.save_boxes_stamped(image, table, expect)[0]
+
+    def save_boxes_stamped(
+        self, image: ImageRef, table: BoxTable, expect: Stamp | None = None
+    ) -> tuple[Path, Stamp]:
         """Write the image's box table atomically to :meth:`annotation_path`.
 
         The image's file under its other name, if any, is then removed. A
@@ -773,6 +850,12 @@ class Dataset:
             that, nothing is written and :class:`ChangedOnDisk` is raised
             (under :meth:`lock`, so the check and the write are one step for
             processes of this plugin).
+
+        Returns
+        -------
+        path, stamp
+            The file written and its stamp, taken under the lock (so that
+            what another process writes right after is never taken for it).
         """
         name = self.name(image)
         with self.lock():
@@ -786,7 +869,7 @@ class Dataset:
             path = write_box_table(path, table, within=self.folder)
             if before is not None and before != path:
                 before.unlink(missing_ok=True)
-        return path
+            return path, Stamp.of(path)
 
     def classes(
         self, index: dict[str, tuple[str, list[str]]] | None = None

@@ -346,8 +346,9 @@ def export_dataset(
         files = _voc(items, layout, classes, out)
     else:
         files = _coco(items, layout, classes, out, ids)
-    fallbacks = write_all(files, out, copy_images)
+    out.mkdir(parents=True, exist_ok=True)  # marked before the first file
     atomic_write_text(out / EXPORT_MARK, "exported by napari-samboxes\n")
+    fallbacks = write_all(files, out, copy_images)
     remove_stale(_stale(items, fmt, layout, out), out)
     if fallbacks:
         summary.messages.append(f"{fallbacks} images copied: no links here")

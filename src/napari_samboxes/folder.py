@@ -38,7 +38,15 @@ from pathlib import Path
 
 from .boxes import Boxes
 from .classes import ClassList
-from .dataset import BOXES, BROKEN, ChangedOnDisk, Dataset, Stamp, read_classes
+from .dataset import (
+    BOXES,
+    BROKEN,
+    ChangedOnDisk,
+    Dataset,
+    ImageList,
+    Stamp,
+    read_classes,
+)
 from .formats.boxtable import write_box_table
 from .merge import merge_boxes
 
@@ -97,7 +105,7 @@ class FolderSession:
         self._notes: list[str] = []
         self._dirty: dict[str, Boxes] = {}
         self._base: dict[str, tuple[Stamp, Boxes]] = {}
-        self._keys = {str(p): i for i, p in enumerate(self.dataset.images)}
+        self._keys = {p: i for i, p in enumerate(self.dataset.images.paths)}
         self._annotated: set[str] = set()
         self._broken: set[str] = set()
         self._done: set[str] = set()
@@ -111,6 +119,7 @@ class FolderSession:
             self.problems.append(str(e))
             names = []
         self.classes = ClassList(names, path=path)
+        self.classes.track(names)
         if count:
             self.set_counts(self.count())
 
@@ -160,9 +169,13 @@ class FolderSession:
 
     # -- images --------------------------------------------------------------
     @property
-    def images(self) -> list[Path]:
+    def images(self) -> ImageList:
         """The image files, in natural order."""
         return self.dataset.images
+
+    def image_keys(self) -> list[str]:
+        """The session keys of the images, in order."""
+        return self.dataset.images.paths
 
     def __len__(self) -> int:
         return len(self.dataset.images)
@@ -173,7 +186,7 @@ class FolderSession:
 
     def key(self, index: int) -> str:
         """The session key of image ``index``."""
-        return str(self.dataset.images[index])
+        return self.dataset.images.paths[index]
 
     def image_name(self, index: int) -> str:
         """The name of image ``index`` (its path in the folder)."""
@@ -280,11 +293,15 @@ class FolderSession:
         ours = boxes
         for _ in range(_SAVE_TRIES):
             try:
-                path = ds.save_boxes(name, boxes.to_table(), expect=base[0])
+                _, written = ds.save_boxes_stamped(
+                    name, boxes.to_table(), expect=base[0]
+                )
             except ChangedOnDisk:
                 table, stamp = ds.load_boxes_stamped(name)
                 theirs = Boxes.from_table(table)
-                merged = merge_boxes(base[1], ours, theirs)
+                # what was about to be written, on top of the file as it is
+                # now (``boxes`` already holds the earlier tries' merges)
+                merged = merge_boxes(base[1], boxes, theirs)
                 copy = self._keep_other(name, theirs) if merged.conflict else ""
                 self._said_merge(
                     name,
@@ -295,19 +312,31 @@ class FolderSession:
                 )
                 base, boxes = (stamp, theirs), merged.boxes
                 continue
-            self._base[key] = (Stamp.of(path), boxes)
+            self._base[key] = (written, boxes)
             if boxes != ours:
                 self.reloaded[key] = boxes
             return boxes
         raise OSError(f"{name}'s table keeps changing on disk; try again")
 
     def _keep_other(self, name: str, theirs: Boxes) -> str:
-        """Keep the other version whole beside the table; its file name."""
+        """Keep the other version whole beside the table; its file name
+        ("" when it could not be written: the table holds both versions)."""
         ds = self.dataset
+        key = ds.key(name)
+        head, _, tail = key.rpartition("/")
+        tail = tail.encode("utf-8")[:120].decode("utf-8", "ignore")  # short
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = ds.annotations_dir / f"{ds.key(name)}.conflict-{stamp}.csv"
-        write_box_table(path, theirs.to_table(), within=ds.folder)
-        return path.name
+        folder = ds.annotations_dir / head if head else ds.annotations_dir
+        for n in range(1, 100):
+            more = f"-{n}" if n > 1 else ""
+            path = folder / f"{tail}.conflict-{stamp}{more}.csv"
+            if not path.exists():
+                break
+        try:
+            write_box_table(path, theirs.to_table(), within=ds.folder)
+        except (OSError, ValueError):
+            return ""
+        return str(path.relative_to(ds.annotations_dir))
 
     def _said_merge(
         self, name: str, added: int, removed: int, conflict: bool, copy: str
@@ -315,9 +344,10 @@ class FolderSession:
         what = f"{added} box(es) added" + (f", {removed} removed" if removed else "")
         text = f"{name}: its table changed on disk ({what} there); your edits were"
         if conflict:
+            where = f" (the other version whole in {copy})" if copy else ""
             text += (
                 " merged, and where both changed the same box both versions are"
-                f" kept (the other version whole in {copy})"
+                f" kept{where}"
             )
         else:
             text += " put on top of it, nothing lost"

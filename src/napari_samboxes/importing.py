@@ -28,7 +28,14 @@ import numpy as np
 
 from .atomic import check_inside
 from .convert import ConvertSummary
-from .dataset import Dataset, image_header, merge_classes, read_classes
+from .dataset import (
+    BROKEN,
+    EMPTY,
+    Dataset,
+    image_header,
+    merge_classes,
+    read_classes,
+)
 from .formats.boxtable import BoxTable
 from .formats.coco import parse_coco
 from .formats.errors import FormatError
@@ -36,6 +43,7 @@ from .formats.text import label_problem
 from .formats.voc import parse_voc
 from .formats.yolo import CLASS_FILES, parse_yolo, read_yolo_names
 from .idmap import ID_FILE, IdMap
+from .splits import SUBSETS
 
 __all__ = ["import_dataset", "read_sources"]
 
@@ -68,8 +76,8 @@ class _Matcher:
     ) -> str | None:
         """The first name that names one image; None (reported) otherwise."""
         names = [n for n in names if n]
-        for table in (self.by_name, self.by_key):
-            for n in names:
+        for n in names:  # in the order given: a path before a bare name
+            for table in (self.by_name, self.by_key):
                 if n in table:
                     return table[n]
         for n in names:
@@ -111,6 +119,21 @@ def _names_file(src: Path, labels_dir: Path) -> Path | None:
     return None
 
 
+def _paths_below(f: Path, root: Path, skip: Iterable[str]) -> list[str]:
+    """A label file's path below ``root`` without its suffix (``train/a``),
+    with the first folder left out first when it is one of ``skip`` (YOLO's
+    subset folder: ``labels/train/train/a.txt`` -> ``train/a``; VOC's
+    ``Annotations``): the keys of an image in a subfolder, before any guess
+    by file name alone."""
+    try:
+        rel = f.relative_to(root).with_suffix("").as_posix()
+    except ValueError:
+        return []
+    head, _, rest = rel.partition("/")
+    out = [rest, rel] if rest and head in set(skip) else [rel]
+    return [n for n in out if n]
+
+
 def _yolo_sources(
     src: Path, ds: Dataset, match: _Matcher, summary: ConvertSummary
 ) -> tuple[Found, list[str], dict[str, int]]:
@@ -129,7 +152,8 @@ def _yolo_sources(
     for f in files:
         if f == names_file or f.name.startswith("."):
             continue
-        image = match.find([f.stem], f, summary)
+        below = _paths_below(f, labels_dir, SUBSETS)
+        image = match.find([*below, f.stem], f, summary)
         if image is None or _taken(image, found, f, summary):
             continue
         w, h, _ = image_header(ds.folder / image)
@@ -161,7 +185,8 @@ def _voc_sources(
     files = [src] if src.is_file() else sorted(src.rglob("*.xml"))
     for f in files:
         voc = parse_voc(f)
-        names = [*_file_names(voc.filename), f.stem]
+        where = _paths_below(f, src, ("Annotations",)) if src.is_dir() else []
+        names = [*where, *_file_names(voc.filename), f.stem]
         image = match.find(names, f, summary)
         if image is None or _taken(image, found, f, summary):
             continue
@@ -247,8 +272,15 @@ def _plan(
         linked = [p for p in (target, now) if p is not None and p.is_symlink()]
         for p in [target, *linked]:
             check_inside(p, ds.folder)  # OutsideError: nothing written yet
-        if not overwrite and (linked or ds.is_annotated(image)):
-            why = "is a symbolic link" if linked else "already has boxes"
+        state = EMPTY if now is None else Dataset.table_state(now)
+        if not overwrite and (linked or state != EMPTY):
+            why = (
+                "is a symbolic link"
+                if linked
+                else "has a table that is not a box table (fix or remove it)"
+                if state == BROKEN
+                else "already has boxes"
+            )
             summary.messages.append(f"{image} {why}; not replaced (use overwrite)")
             summary.skipped += 1
             continue

@@ -60,7 +60,8 @@ def check_targets(files: Iterable[OutFile], out: Path) -> None:
 def _place(src: Path, dst: Path, copy: bool) -> bool:
     """Link (or copy) ``src`` at ``dst``, replacing the entry; whether it
     was copied."""
-    tmp = dst.parent / f".{dst.name}.{secrets.token_hex(6)}.tmp"
+    head = dst.name.encode("utf-8")[:40].decode("utf-8", "ignore")  # short
+    tmp = dst.parent / f".{head}.{secrets.token_hex(6)}.tmp"
     try:
         if not copy:
             try:

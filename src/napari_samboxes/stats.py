@@ -237,7 +237,7 @@ def timed_boxes(tables: Mapping[str, BoxTable]) -> tuple[list[TimedBox], int]:
                     i,
                     table.labels[i],
                     t,
-                    int(n) if n.isdigit() else None,
+                    int(n) if n.isascii() and n.isdigit() else None,
                     sessions[i].strip(),
                 )
             )
@@ -284,20 +284,22 @@ def box_stats(tables: Mapping[str, BoxTable], idle: float = IDLE_S) -> TimeStats
 
 
 def read_tables(folder: str | Path) -> tuple[dict[str, BoxTable], list[str]]:
-    """The box tables of a folder: ``DIR/annotations/*.csv`` of an image
-    folder, else ``DIR/*.csv`` (other CSV files skipped); and one message
-    per table that cannot be read."""
+    """The box tables of a folder: ``DIR/annotations/**/*.csv`` of an image
+    folder (subfolders too), else ``DIR/**/*.csv`` (other CSV files and the
+    copies kept by a conflict, ``*.conflict-*.csv``, skipped); and one
+    message per table that cannot be read."""
     from .dataset import ANNOTATIONS
 
     root = Path(folder)
     where = root / ANNOTATIONS if (root / ANNOTATIONS).is_dir() else root
     tables: dict[str, BoxTable] = {}
     problems: list[str] = []
-    for path in sorted(where.glob("*.csv")):
-        if not is_box_table(path):
-            continue
+    for path in sorted(where.rglob("*.csv")):
+        rel = path.relative_to(where).as_posix()
+        if ".conflict-" in path.name or rel.startswith(".") or not is_box_table(path):
+            continue  # a conflict's copy holds boxes counted in the table
         try:
-            tables[path.name] = read_box_table(path)
+            tables[rel] = read_box_table(path)
         except (BoxTableError, OSError) as e:
             problems.append(str(e))
     return tables, problems

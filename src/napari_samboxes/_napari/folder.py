@@ -39,7 +39,7 @@ from ..image import default_limits
 from ..pipeline import Precomputed, RunRequest, precompute
 from .annotator import Annotator
 from .layers import META
-from .runs import RunController
+from .runs import RunController, without_collection
 
 __all__ = [
     "AUTOSAVE_DELAY_MS",
@@ -200,6 +200,7 @@ class FolderController:
         if not self.session.counted:
             self.runs.submit(
                 "count",
+                without_collection,
                 self.session.count,
                 on_return=self._counted,
                 on_error=lambda e: self.notify(f"could not count the progress: {e}"),

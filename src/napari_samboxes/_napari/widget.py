@@ -640,6 +640,7 @@ class SamBoxesWidget(Container):
             self.classes_file.value = str(fm.session.dataset.classes_path)
         self.classes.replace(fm.session.classes.names)
         self.classes.path = fm.session.classes.path
+        self.classes.track(fm.session.classes.on_disk)
         self.box_label.set_classes(self.classes.names)
         for name in _FOLDER_BUTTONS:
             self[name].enabled = True

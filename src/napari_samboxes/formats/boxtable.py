@@ -129,16 +129,22 @@ def parse_time(cell: str) -> float | None:
     except ValueError:
         pass
     else:
-        return value if np.isfinite(value) else None
+        return value if 0 <= value < _LAST_TIME else None
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         t = datetime.fromisoformat(text)
-    except ValueError:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=timezone.utc)
+        value = t.timestamp()
+    except (ValueError, OverflowError):
         return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.timestamp()
+    return value if 0 <= value < _LAST_TIME else None
+
+
+#: Epoch seconds of the year 9000: later (or before 1970) is not a time of a
+#: box, and a date cannot always show it.
+_LAST_TIME = 221845392000.0
 
 
 # ----------------------------------------------------------------- writing
