@@ -201,6 +201,11 @@ def test_a_broken_box_table_is_never_overwritten(
     wait_image(widget, qtbot)
     widget.next_image.changed.emit(True)
     assert "img2.jpg: not shown" in errors[-1] and "line 2" in errors[-1]
+    # stepped past it: on to img10, and back past it to img1
+    wait_image(widget, qtbot, 2)
+    assert "image 3 of 3" in widget.folder_progress.value
+    widget.prev_image.changed.emit(True)
+    wait_image(widget, qtbot, 0)
     assert "image 1 of 3" in widget.folder_progress.value
     pick_first(widget, viewer.layers["shots picks"], 0)
     widget.folder_mode.flush()
