@@ -66,7 +66,7 @@ def test_propose_writes_box_tables_and_reports_bad_files(
     want = propose_boxes(photo, structured_model, points_per_side=2)
     assert len(t) == len(want) > 0
     np.testing.assert_array_equal(t.boxes, want.boxes)
-    assert list((tmp_path / "cache").glob("*.npz"))  # cached for the widget
+    assert list((tmp_path / "cache").rglob("*.npz"))  # cached for the widget
 
 
 def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
@@ -80,8 +80,8 @@ def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
             str(tmp_path / "no.pt"),
         ]
     )
-    assert rc == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert rc == 2  # an argument error, found before the model loads
+    assert "no.pt: no such file" in one_line(capsys.readouterr().err)
 
 
 def test_corrupt_cache_entry_is_recomputed_and_overwritten(
@@ -107,13 +107,19 @@ def test_corrupt_cache_entry_is_recomputed_and_overwritten(
     ]
     assert main(args) == 0
     first = (tmp_path / "o" / "p.csv").read_text()
-    (entry,) = [p for p in (tmp_path / "c").glob("*.npz") if ".emb." not in p.name]
+    (entry,) = [p for p in (tmp_path / "c").rglob("*.npz") if not is_embedding(p)]
     entry.write_bytes(b"garbage, not an npz")
     (tmp_path / "o" / "p.csv").unlink()
     assert main(args) == 0
     assert (tmp_path / "o" / "p.csv").read_text() == first
     with np.load(entry) as z:  # overwritten with a valid entry
         assert len(z["areas"]) == 12
+
+
+def is_embedding(p: Path) -> bool:
+    """Whether a cache file holds an embedding (``*.emb.npz`` or
+    ``embeddings/*.npz``)."""
+    return ".emb." in p.name or p.parent.name == "embeddings"
 
 
 def test_outputs_never_overwrite_inputs(tmp_path, structured_ckpt, capsys):
@@ -216,7 +222,7 @@ def test_view_missing_image_is_one_line_before_napari(tmp_path):
         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
     )
-    assert r.returncode == 1 and r.stdout.strip() == "False"
+    assert r.returncode == 2 and r.stdout.strip() == "False"
     assert "missing.png: no such file" in one_line(r.stderr)
 
 
@@ -420,7 +426,7 @@ def test_export_import_errors_are_one_line(labelled_folder, tmp_path, capsys):
                 str(tmp_path / "o"),
             ]
         )
-        == 1
+        == 2  # a folder argument that is not there
     )
     assert "nope" in one_line(capsys.readouterr().err)
     bad = tmp_path / "bad.json"
@@ -431,7 +437,7 @@ def test_export_import_errors_are_one_line(labelled_folder, tmp_path, capsys):
         main(
             ["import", str(tmp_path / "none"), "--format", "voc", str(labelled_folder)]
         )
-        == 1
+        == 2
     )
     assert "none" in one_line(capsys.readouterr().err)
     with pytest.raises(SystemExit) as e:
@@ -501,3 +507,114 @@ def test_masks_command_on_a_folder_without_prompts(
          "--device", "cpu"]
     )  # fmt: skip
     assert rc == 0 and "0 masks stored in 0 images" in capsys.readouterr().out
+
+
+# --- issue 18: argument errors exit 2 in every command, before loading ------
+
+
+@pytest.fixture
+def unreadable_ckpt(tmp_path):
+    """A checkpoint file that cannot be loaded: a command that loaded it
+    before checking its arguments would say "could not be read"."""
+    ckpt = tmp_path / "hello.pt"
+    ckpt.write_bytes(b"hello")
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["view", "{tmp}/missing"], "missing: no such file or folder"),
+        (["view", ""], "empty"),
+        (["view", "{tmp}/pics", "--no-recursive"], "no images in this folder"),
+        (["view", "{tmp}/pics", "--checkpoint", "{tmp}/no.pt"], "no such checkpoint"),
+        (["propose", "a.png", "--out", "{tmp}/o", "--cache", "{tmp}/f.txt"],
+         "--cache {tmp}/f.txt is a file"),
+        (["propose", "a.png", "--out", ""], "--out is empty"),
+        (["propose", "a.png", "--out", "{tmp}/o", "--checkpoint", "{tmp}"],
+         "a folder"),
+        (["propose", "a.png", "--out", "{tmp}/o", "--device", "tpu"],
+         "no device name"),
+        (["export", "{tmp}/pics", "--format", "coco", "--out", "{tmp}/f.txt"],
+         "--out {tmp}/f.txt is a file"),
+        (["export", "{tmp}/f.txt", "--format", "yolo", "--out", "{tmp}/o"],
+         "is not a folder"),
+        (["import", "{tmp}/none.json", "--format", "coco", "{tmp}/pics"],
+         "none.json: no such file or folder"),
+        (["import", "{tmp}/f.txt", "--format", "coco", "{tmp}/nope"],
+         "nope: no such folder"),
+        (["masks", "{tmp}/pics", "--checkpoint", "{tmp}/no.pt"], "no.pt: no such file"),
+        (["masks", "{tmp}/pics", "--cache", "{tmp}/f.txt", "--checkpoint", "{ckpt}"],
+         "is a file"),
+        (["masks", "{tmp}/pics", "--device", "cuda:7", "--checkpoint", "{ckpt}"],
+         "'cuda:7' asked for"),
+        (["masks", "{tmp}/nope", "--checkpoint", "{ckpt}"], "no such folder"),
+        (["fetch-weights", "--dest", "{tmp}/f.txt"], "is a file, not a folder"),
+        (["fetch-weights", "--dest", "{tmp}/f.txt/sub/w.pt"], "is a file, not a folder"),
+        (["fetch-weights", "--dest", ""], "--dest is empty"),
+    ],
+)  # fmt: skip
+def test_argument_errors_exit_2_before_anything_loads(
+    tmp_path, unreadable_ckpt, capsys, argv, says
+):
+    from PIL import Image
+
+    (tmp_path / "pics" / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "pics" / "sub" / "a.png")
+    (tmp_path / "f.txt").write_text("a file")
+    fill = {"{tmp}": str(tmp_path), "{ckpt}": str(unreadable_ckpt)}
+    for k, v in fill.items():
+        argv = [a.replace(k, v) for a in argv]
+        says = says.replace(k, v)
+    before = sorted(tmp_path.rglob("*"))
+    rc = main(argv)
+    err = one_line(capsys.readouterr().err)
+    assert rc == 2 and says in err and "could not be read" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_export_and_import_walk_subfolders_unless_no_recursive(tmp_path, photo, capsys):
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from napari_samboxes.dataset import Dataset
+    from napari_samboxes.formats.boxtable import BoxTable
+
+    d = tmp_path / "ds"
+    (d / "train").mkdir(parents=True)
+    Image.fromarray(photo).save(d / "train" / "a.png")
+    Image.fromarray(photo[::2, ::2]).save(d / "b.png")
+    ds = Dataset(d)
+    for name in ("train/a.png", "b.png"):
+        ds.save_boxes(
+            name,
+            BoxTable(labels=["cat"], boxes=[[1.0, 2, 30, 40]], sources=["hand"]),
+        )
+    assert (d / "annotations" / "train" / "a.csv").is_file()
+
+    def exported(*flag: str) -> list[str]:
+        out = tmp_path / f"coco{len(flag)}"
+        assert (
+            main(["export", str(d), "--format", "coco", "--out", str(out), *flag]) == 0
+        )
+        doc = json.loads((out / "annotations.json").read_text())
+        return sorted(i["file_name"] for i in doc["images"])
+
+    assert exported() == ["b.png", "train/a.png"]
+    assert exported("--no-recursive") == ["b.png"]
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(d, fresh, ignore=shutil.ignore_patterns("annotations"))
+    src = tmp_path / "coco0" / "annotations.json"
+    capsys.readouterr()
+    assert (
+        main(["import", str(src), "--format", "coco", str(fresh), "--no-recursive"])
+        == 0
+    )
+    tables = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*.csv"))
+    assert tables == ["annotations/b.csv"]
+    assert main(["import", str(src), "--format", "coco", str(fresh)]) == 0
+    tables = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*.csv"))
+    assert tables == ["annotations/b.csv", "annotations/train/a.csv"]

@@ -18,7 +18,15 @@ from typing import Any
 from .convert import FORMATS, LAYOUTS
 from .settings import DEFAULTS, SettingsError
 
-__all__ = ["DATASET_COMMANDS", "fail", "add_dataset_commands", "run_dataset_command"]
+__all__ = [
+    "DATASET_COMMANDS",
+    "add_dataset_commands",
+    "add_model_arguments",
+    "add_no_recursive",
+    "check_model_options",
+    "fail",
+    "run_dataset_command",
+]
 
 #: The sub-commands of this module.
 DATASET_COMMANDS = ("export", "import", "masks")
@@ -51,6 +59,7 @@ def add_dataset_commands(sub: Any) -> None:
     ex.add_argument(
         "--copy-images", action="store_true", help="copy images (default: link)"
     )
+    add_no_recursive(ex)
     im = sub.add_parser("import", help="turn YOLO/VOC/COCO files into box tables")
     im.add_argument("src", help="label folder or file (COCO .json, VOC .xml)")
     im.add_argument("--format", required=True, choices=FORMATS)
@@ -60,6 +69,7 @@ def add_dataset_commands(sub: Any) -> None:
         action="store_true",
         help="replace existing box tables (and write through links inside DIR)",
     )
+    add_no_recursive(im)
     add_model_arguments(
         sub.add_parser("masks", help="compute and store the SAM masks of boxes")
     )
@@ -82,11 +92,21 @@ def _convert(args: argparse.Namespace) -> int:
     from .importing import import_dataset
     from .splits import parse_split
 
+    problem = _folder_problem(args.folder, "the image folder")
     if args.command == "export":
         try:  # arguments first: one line, exit 2
             check_layout(args.format, args.layout, parse_split(args.split) is not None)
         except ValueError as e:
-            return fail(f"error: {e}", 2)
+            problem = problem or str(e)
+        out = Path(args.out)
+        if not args.out.strip():
+            problem = problem or "--out is empty: give a folder"
+        elif out.exists() and not out.is_dir():
+            problem = problem or f"--out {out} is a file; give a folder"
+    elif not args.src.strip() or not Path(args.src).exists():
+        problem = f"{args.src or repr(args.src)}: no such file or folder"
+    if problem:
+        return fail(f"error: {problem}", 2)
     try:
         if args.command == "export":
             summary = export_dataset(
@@ -97,10 +117,15 @@ def _convert(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 layout=args.layout,
                 copy_images=args.copy_images,
+                recursive=args.recursive,
             )
         else:
             summary = import_dataset(
-                args.src, args.format, args.folder, overwrite=args.overwrite
+                args.src,
+                args.format,
+                args.folder,
+                overwrite=args.overwrite,
+                recursive=args.recursive,
             )
     except (FormatError, BoxTableError, ValueError, OSError) as e:
         return fail(e)
@@ -122,8 +147,9 @@ def _masks(args: argparse.Namespace) -> int:
         settings = DEFAULTS.with_(points_per_side=args.points_per_side)
     except SettingsError as e:
         return fail(f"error: {e}", 2)
-    if not Path(args.folder).is_dir():
-        return fail(f"error: {args.folder} is not a folder", 2)
+    problem = _folder_problem(args.folder, "the folder") or check_model_options(args)
+    if problem:
+        return fail(f"error: {problem}", 2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -152,3 +178,65 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--cache", help="cache folder (default: the user cache)")
+
+
+def add_no_recursive(parser: argparse.ArgumentParser) -> None:
+    """``--no-recursive``: a folder's own images only, not its subfolders'."""
+    parser.add_argument(
+        "--no-recursive",
+        dest="recursive",
+        action="store_false",
+        help="a folder's own images only (default: its subfolders' too, "
+        "named by their path, e.g. train/a.png)",
+    )
+
+
+def _folder_problem(folder: str, what: str) -> str | None:
+    """What is wrong with a folder argument (one sentence), or None."""
+    if not folder.strip():
+        return f"{what} is empty: give a path"
+    p = Path(folder)
+    if not p.exists():
+        return f"{folder}: no such folder"
+    if not p.is_dir():
+        return f"{folder} is not a folder"
+    return None
+
+
+def check_model_options(
+    args: argparse.Namespace, *, device_here: bool = True
+) -> str | None:
+    """What is wrong with ``--checkpoint``, ``--cache`` and ``--device``
+    (one sentence), before the model loads; None when nothing is.
+
+    ``device_here``: the device must exist on this machine (False for
+    ``propose`` on a cluster, whose workers have their own: only the name
+    is checked).
+    """
+    from .model import DeviceError, pick_device
+
+    ckpt = getattr(args, "checkpoint", None)
+    if ckpt is not None and not Path(ckpt).is_file():
+        what = "a folder" if Path(ckpt).is_dir() else "no such file"
+        return f"--checkpoint {ckpt}: {what}"
+    cache = getattr(args, "cache", None)
+    if cache is not None:
+        if not cache.strip():
+            return "--cache is empty: give a folder"
+        if Path(cache).exists() and not Path(cache).is_dir():
+            return f"--cache {cache} is a file; give a folder"
+    device = getattr(args, "device", "auto") or ""
+    if not device_here:
+        named = device in ("auto", "cpu", "cuda", "mps") or (
+            device.startswith("cuda:") and device[5:].isdigit()
+        )
+        return (
+            None
+            if named
+            else f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps"
+        )
+    try:
+        pick_device(device)
+    except DeviceError as e:
+        return str(e)
+    return None
