@@ -213,8 +213,14 @@ def check_model_options(
     ``propose`` on a cluster, whose workers have their own: only the name
     is checked).
     """
+    from .cache import embeddings_from_env, limit_from_env
     from .model import DeviceError, pick_device
 
+    try:  # the cache's settings in the environment, before anything loads
+        limit_from_env()
+        embeddings_from_env()
+    except ValueError as e:
+        return str(e)
     ckpt = getattr(args, "checkpoint", None)
     if ckpt is not None and not Path(ckpt).is_file():
         what = "a folder" if Path(ckpt).is_dir() else "no such file"
@@ -238,5 +244,5 @@ def check_model_options(
     try:
         pick_device(device)
     except DeviceError as e:
-        return str(e)
+        return f"--device: {e}"
     return None

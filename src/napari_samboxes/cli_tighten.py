@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .cli_datasets import add_model_arguments, fail
+from .cli_datasets import add_model_arguments, check_model_options, fail
 from .settings import DEFAULTS, Settings, SettingsError
 
 __all__ = ["COMMANDS", "add_commands", "check_arguments", "run_command"]
@@ -33,23 +33,14 @@ def add_commands(sub: Any) -> None:
 def check_arguments(args: argparse.Namespace) -> Settings | str:
     """The run settings of ``tighten``'s arguments, or one line saying which
     argument is wrong (nothing is loaded)."""
-    from .model import DeviceError, pick_device
-
     try:
         settings = DEFAULTS.with_(points_per_side=args.points_per_side)
     except SettingsError as e:
         return f"error: --points-per-side: {e}"
     if not Path(args.folder).is_dir():
         return f"error: {args.folder} is not a folder"
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        return f"error: --checkpoint {args.checkpoint}: no such file"
-    if args.cache and Path(args.cache).exists() and not Path(args.cache).is_dir():
-        return f"error: --cache {args.cache} is a file; give a folder"
-    try:
-        pick_device(args.device)
-    except DeviceError as e:
-        return f"error: --device: {e}"
-    return settings
+    problem = check_model_options(args)  # checkpoint, cache, device, as masks
+    return settings if problem is None else f"error: {problem}"
 
 
 def run_command(args: argparse.Namespace) -> int:
