@@ -49,6 +49,7 @@ from .candidates import Candidates
 from .formats.columns import MASK_COLUMN
 from .formats.errors import FormatError
 from .formats.rle import cell_box, decode_cell
+from .select import largest_part
 from .settings import DEFAULTS, Settings
 from .tighten import TIGHTEN_MIN_IOU, iou_matrix
 
@@ -158,18 +159,14 @@ class BoxAudit:
 def largest_part_box(mask: np.ndarray) -> tuple[Box, int] | None:
     """The inclusive xyxy box of a mask's largest 8-connected part, and
     the number of parts (None for an empty mask)."""
-    from scipy import ndimage
-
-    m = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
+    got = largest_part(mask)
+    if got is None:
         return None
-    sizes = np.bincount(labels.ravel())[1:]
-    big = int(np.argmax(sizes)) + 1
-    rows = np.flatnonzero((labels == big).any(axis=1))
-    cols = np.flatnonzero((labels == big).any(axis=0))
+    part, n = got
+    rows = np.flatnonzero(part.any(axis=1))
+    cols = np.flatnonzero(part.any(axis=0))
     box = (float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1]))
-    return box, int(n)
+    return box, n
 
 
 def _area(b: Sequence[float]) -> float:

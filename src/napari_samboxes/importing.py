@@ -289,6 +289,24 @@ def _plan(
     return plan
 
 
+def _read_sources(
+    src: str | Path, fmt: str, folder: str | Path, recursive: bool
+) -> tuple[str, Dataset, ConvertSummary, tuple[Found, list[str], dict[str, int]]]:
+    """The format (lower case), the folder, the summary and what the
+    format's reader found; raises for a bad format or a missing source."""
+    low = fmt.lower()
+    if low not in IMPORT_FORMATS:
+        raise ValueError(
+            f"unknown format {fmt!r}: choose one of {', '.join(IMPORT_FORMATS)}"
+        )
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    ds = Dataset(folder, recursive=recursive)
+    summary = ConvertSummary()
+    return low, ds, summary, _READERS[low](src, ds, _Matcher(ds), summary)
+
+
 def read_sources(
     src: str | Path, fmt: str, folder: str | Path, *, recursive: bool = True
 ) -> tuple[dict[str, BoxTable], ConvertSummary]:
@@ -305,17 +323,7 @@ def read_sources(
     ValueError
         For an unknown format.
     """
-    low = fmt.lower()
-    if low not in IMPORT_FORMATS:
-        raise ValueError(
-            f"unknown format {fmt!r}: choose one of {', '.join(IMPORT_FORMATS)}"
-        )
-    src = Path(src)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or folder")
-    ds = Dataset(folder, recursive=recursive)
-    summary = ConvertSummary()
-    found = _READERS[low](src, ds, _Matcher(ds), summary)[0]
+    low, ds, summary, (found, _, _) = _read_sources(src, fmt, folder, recursive)
     out: dict[str, BoxTable] = {}
     for image, (table, where, _, _) in found.items():
         w, h = image_header(ds.folder / image)[:2]
@@ -349,17 +357,8 @@ def import_dataset(
     OutsideError
         For a box table that is a symbolic link out of the folder.
     """
-    low = fmt.lower()
-    if low not in IMPORT_FORMATS:
-        raise ValueError(
-            f"unknown format {fmt!r}: choose one of {', '.join(IMPORT_FORMATS)}"
-        )
-    src = Path(src)
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: no such file or folder")
-    ds = Dataset(folder, recursive=recursive)
-    summary = ConvertSummary()
-    found, classes, category_ids = _READERS[low](src, ds, _Matcher(ds), summary)
+    low, ds, summary, read = _read_sources(src, fmt, folder, recursive)
+    found, classes, category_ids = read
     listed = read_classes(ds.classes_path) if ds.classes_path.is_file() else None
     ids = IdMap.load(ds.annotations_dir / ID_FILE) if low == "coco" else None
     plan = _plan(ds, found, overwrite, summary)

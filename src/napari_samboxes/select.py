@@ -104,6 +104,20 @@ def select_box(candidates: Any, points: Any) -> int | None:
     return first if hit[first] else None
 
 
+def largest_part(mask: Any) -> tuple[np.ndarray, int] | None:
+    """A mask's largest 8-connected part (a boolean mask of its shape; the
+    first in row-major order among equals) and the number of parts; None
+    for an empty mask."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(
+        np.asarray(mask, dtype=bool), structure=np.ones((3, 3), dtype=bool)
+    )
+    if n == 0:
+        return None
+    return labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1, int(n)
+
+
 def island(cell: str) -> tuple[np.ndarray, str] | None:
     """The largest connected part of a mask with detached fragments.
 
@@ -123,18 +137,16 @@ def island(cell: str) -> tuple[np.ndarray, str] | None:
         when the mask is one part, its fragments lie within the largest
         part's box, or the cell is empty or malformed.
     """
-    from scipy import ndimage
-
     if not cell:
         return None
     try:
         x0, y0, crop = decode_cell(cell)
     except FormatError:
         return None
-    labels, n = ndimage.label(crop, structure=np.ones((3, 3), dtype=bool))
-    if n < 2:
+    got = largest_part(crop)
+    if got is None or got[1] < 2:
         return None
-    part = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    part = got[0]
     rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
     if (r0, c0, r1, c1) == (0, 0, crop.shape[0] - 1, crop.shape[1] - 1):

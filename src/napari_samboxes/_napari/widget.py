@@ -630,9 +630,7 @@ class SamBoxesWidget(Container):
         # the files are the truth again, but for boxes a closed folder mode
         # could not write (kept, and saved with the next change)
         unsaved = set(self._unsaved)
-        self.session.forget(
-            [k for k in fm.session.image_keys() if k not in unsaved]
-        )
+        self.session.forget([k for k in fm.session.image_keys() if k not in unsaved])
         for key in unsaved:
             if fm.session.record(key, self.session.boxes_of(key)):
                 self._unsaved.discard(key)
